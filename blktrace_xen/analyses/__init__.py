@@ -1,0 +1,1 @@
+"""Rule families over the stream frames: frames in, findings out."""

@@ -1,0 +1,48 @@
+"""Helpers shared by the command modules: error reporting and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+
+from blktrace_xen.errors import BlktraceXenError
+
+T = TypeVar("T")
+
+
+@contextmanager
+def handle_errors(traceback: bool = False) -> Iterator[None]:
+    """Turn a BlktraceXenError into one line on stderr and the error's exit code."""
+    try:
+        yield
+    except BlktraceXenError as exc:
+        if traceback:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=exc.exit_code) from None
+    except BrokenPipeError:
+        # `blktrace-xen dump trace.bin | head` closes the pipe early: not an error.
+        sys.stderr.close()
+        raise typer.Exit(code=0) from None
+
+
+def run(fn: Callable[[], T], traceback: bool = False) -> T:
+    """Call ``fn`` under :func:`handle_errors`."""
+    with handle_errors(traceback):
+        return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout, stable key order."""
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,1 @@
+"""bytes -> Polars tables. Vectorised bulk paths; construct for headers and validation."""

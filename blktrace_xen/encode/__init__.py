@@ -1,0 +1,1 @@
+"""Writers of the real binary formats (xentrace dumps, pcapng ring captures)."""

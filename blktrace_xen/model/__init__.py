@@ -1,0 +1,1 @@
+"""I/O-free state machines of the blkif backend and frontend, with logic variants."""

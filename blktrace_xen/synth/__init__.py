@@ -1,0 +1,1 @@
+"""Scenario generators that write the real binary formats."""
