@@ -208,6 +208,66 @@ FINDINGS_SCHEMA: Final = _schema(
     }
 )
 
+# Ring parameters, one row per ring (from the capture's interface description
+# or from xenstore / instrumentation events).
+RINGS_SCHEMA: Final = _schema(
+    {
+        **_RING_KEY_SCHEMA,
+        "abi": pl.String,  # "x86_64-abi" | "x86_32-abi" | "arm-abi"
+        "ring_page_order": pl.UInt8,
+        "nr_ents": pl.UInt16,
+        "backend_domid": pl.UInt16,
+    }
+)
+
+# Ring entries a producer overwrote before any snapshot saw them: counted, never invented.
+GAPS_SCHEMA: Final = _schema(
+    {
+        **_RING_KEY_SCHEMA,
+        "ns": pl.Int64,  # the snapshot that revealed the gap
+        "prev_ns": pl.Int64,  # the snapshot before it
+        "producer": pl.String,  # "req" or "rsp"
+        "from_idx": pl.UInt32,  # first unseen index
+        "count": pl.UInt32,  # unseen entries
+    }
+)
+
+# TRC_LOST_RECORDS: the trace buffer overflowed and records were dropped.
+LOST_SCHEMA: Final = _schema(
+    {
+        "cpu": pl.UInt16,
+        "ns": pl.Int64,  # when the loss was recorded
+        "first_ns": pl.Int64,  # time of the first lost record (from first_tsc)
+        "count": pl.UInt32,
+        "domid": pl.UInt16,  # domain / vcpu running when the loss began
+        "vcpu": pl.UInt16,
+    }
+)
+
+# Grant map / unmap seen by the hypervisor (TRC_MEM), with the running balance.
+GRANTS_SCHEMA: Final = _schema(
+    {
+        "ns": pl.Int64,
+        "cpu": pl.UInt16,
+        "granting_domid": pl.UInt16,
+        "op": pl.String,  # "map" | "unmap" | "transfer"
+        "balance": pl.Int64,  # maps minus unmaps so far for this granting domain
+    }
+)
+
+# A published, unanswered request slot whose bytes changed between two
+# snapshots (the frontend rewrote a request the backend may already have read:
+# the double-fetch hazard of XSA-155).
+MUTATIONS_SCHEMA: Final = _schema(
+    {
+        **_RING_KEY_SCHEMA,
+        "ns": pl.Int64,
+        "prev_ns": pl.Int64,
+        "idx": pl.UInt32,
+        "fields": pl.String,  # comma-separated names of the fields that changed
+    }
+)
+
 TABLES: Final[dict[str, pl.Schema]] = {
     "events": EVENTS_SCHEMA,
     "snapshots": SNAPSHOTS_SCHEMA,
@@ -216,6 +276,11 @@ TABLES: Final[dict[str, pl.Schema]] = {
     "control": CONTROL_SCHEMA,
     "io": IO_SCHEMA,
     "findings": FINDINGS_SCHEMA,
+    "rings": RINGS_SCHEMA,
+    "gaps": GAPS_SCHEMA,
+    "lost": LOST_SCHEMA,
+    "grants": GRANTS_SCHEMA,
+    "mutations": MUTATIONS_SCHEMA,
 }
 
 
