@@ -1,0 +1,308 @@
+"""Ring-index rules: what the shared-page producers say about each side.
+
+Sources: snapshots of the shared page (ring captures); for rings without
+snapshots, the ring indices carried by request/response events.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from blktrace_xen.analyses.emit import HALF, RING, emit, episodes, ms, nr_ents, ring_label, u32_ahead
+from blktrace_xen.analyses.options import AnalysisOptions
+from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.timeline import REQ, RSP, timeline
+from blktrace_xen.streams import Streams
+
+
+def _snapshots(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    snaps = streams.snapshots.lazy().sort("ns", maintain_order=True)
+    return snaps.with_columns(
+        pl.col("nr_ents").cast(pl.Int64).fill_null(options.default_nr_ents),
+        u32_ahead("req_prod", "rsp_prod").alias("outstanding"),
+    )
+
+
+def _event_indices(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Timeline rows of rings that have no snapshots, with the ring's last indices so far."""
+    tl = timeline(streams).lazy().filter(pl.col("idx").is_not_null())
+    with_snaps = streams.snapshots.lazy().select(RING).unique()
+    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
+    return (
+        tl.join(with_snaps, on=RING, how="anti", nulls_equal=True)
+        .with_columns(
+            pl.when(pl.col("kind") == REQ).then(pl.col("idx")).forward_fill().over(RING).alias("last_req_idx"),
+            pl.when(pl.col("kind") == RSP).then(pl.col("idx")).forward_fill().over(RING).alias("last_rsp_idx"),
+        )
+        .join(sizes, on=RING, how="left", nulls_equal=True)
+        .with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
+    )
+
+
+def _summarise_episodes(flagged: pl.LazyFrame, value: str) -> pl.LazyFrame:
+    return flagged.group_by([*RING, "run"]).agg(
+        pl.col("session").first(),
+        pl.col("ns").first(),
+        pl.col("ns").last().alias("ns_end"),
+        pl.len().alias("observations"),
+        pl.col(value).max().alias(f"max_{value}"),
+        pl.col("req_prod").first(),
+        pl.col("rsp_prod").first(),
+        pl.col("nr_ents").first(),
+        pl.col("source").first(),
+    )
+
+
+@rule(
+    "implausible-producer",
+    family="indices",
+    severity="high",
+    title="req_prod - rsp_prod exceeds the ring size",
+    source="Xen a63c57093b RING_REQUEST_PROD_OVERFLOW; blkback 'Frontend provided bogus ring "
+    "requests ... Halting ring processing'; seed 002 (unbind/bind with BACK_RING_INIT)",
+    example="d1/51712/q0: req_prod 1100 is 1100 entries ahead of rsp_prod 0 on a 32-entry ring "
+    "(blkback halts this ring) from 1.250 ms, 14 observations",
+)
+def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A ring whose published requests outnumber the free slots.
+
+    ## What it means
+    `req_prod - rsp_prod` (mod 2^32) is larger than the number of ring entries:
+    the frontend claims more outstanding requests than the ring can hold, or the
+    backend's response producer is far behind where it should be. Linux blkback
+    checks exactly this (`RING_REQUEST_PROD_OVERFLOW`), prints "Frontend provided
+    bogus ring requests" and stops processing the ring until it is disconnected:
+    the guest's disk hangs.
+
+    ## The real bug
+    Xen a63c57093b (Jan Beulich, 2013) added the check; seed 002 (Paul Durrant,
+    2019): a backend unbound and re-bound to a running guest initialised its
+    private counters to zero (`BACK_RING_INIT`) although the shared producers were
+    far along; the fix attaches at the current `rsp_prod` and rejects an
+    implausible ring with -EIO.
+
+    ## Reading the evidence
+    `req_prod`, `rsp_prod` and `nr_ents` are from the first snapshot of the
+    episode; `max_outstanding` is the worst distance seen; `observations` counts
+    snapshots (or events) in the episode. Rings without snapshots are checked
+    from the indices of request and response events (`source: events`).
+
+    ## Known false positives
+    A snapshot copied while a multi-page ring is being re-initialised can mix
+    old and new header words; such an episode lasts one observation.
+    """
+    snaps = _snapshots(streams, options).with_columns(
+        ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias("bad"),
+        pl.lit(None, pl.UInt32).alias("session"),
+        pl.lit("snapshots").alias("source"),
+    )
+    ev = (
+        _event_indices(streams, options)
+        .filter(pl.col("last_req_idx").is_not_null() & pl.col("last_rsp_idx").is_not_null())
+        .with_columns(
+            (pl.col("last_req_idx").cast(pl.Int64) + 1).alias("req_prod"),
+            (pl.col("last_rsp_idx").cast(pl.Int64) + 1).alias("rsp_prod"),
+        )
+        .with_columns(
+            u32_ahead("req_prod", "rsp_prod").alias("outstanding"),
+            pl.lit("events").alias("source"),
+        )
+        .with_columns(
+            ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias("bad")
+        )
+    )
+    cols = [*RING, "session", "ns", "req_prod", "rsp_prod", "nr_ents", "outstanding", "bad", "source"]
+    rows = pl.concat(
+        [
+            snaps.select(cols).with_columns(pl.col("req_prod", "rsp_prod").cast(pl.Int64)),
+            ev.select(cols).with_columns(pl.col("session").cast(pl.UInt32)),
+        ]
+    )
+    found = _summarise_episodes(episodes(rows, "bad", RING), "outstanding")
+    return emit(
+        found,
+        "implausible-producer",
+        message=pl.format(
+            "{}: req_prod {} is {} entries ahead of rsp_prod {} on a {}-entry ring "
+            "(blkback halts this ring) from {} ms, {} observations",
+            ring_label(),
+            "req_prod",
+            "max_outstanding",
+            "rsp_prod",
+            "nr_ents",
+            ms("ns"),
+            "observations",
+        ),
+        evidence=["req_prod", "rsp_prod", "nr_ents", "max_outstanding", "observations", "source"],
+    )
+
+
+@rule(
+    "producer-regression",
+    family="indices",
+    severity="high",
+    title="a ring producer index moved backwards",
+    source="seed 002 (BACK_RING_INIT on a live ring); Xen 613659da9b removal of the broken "
+    "ring-attach macros",
+    example="d1/51712/q0: rsp_prod moved backwards from 1024 to 0 (req_prod 1030 -> 1031) "
+    "at 2.500 ms: a side re-initialised its ring state under a live peer",
+)
+def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A shared-ring producer (`req_prod` or `rsp_prod`) that went backwards.
+
+    ## What it means
+    Ring indices are free-running u32 counters that only ever grow (mod 2^32).
+    One moving backwards means a side re-initialised its view of the ring while
+    the other kept going: requests get re-consumed or answered twice, or the
+    backend's indices look like an overflow to the frontend.
+
+    ## The real bug
+    Seed 002 (Linux xen-blkback, Paul Durrant 2019): after unbind/bind the
+    backend used `BACK_RING_INIT`, restarting `rsp_prod` at 0 under a frontend
+    whose `req_prod` was far along; fixed with `BACK_RING_ATTACH`.
+
+    ## Reading the evidence
+    `producer` names the index (`req` or `rsp`), `from` and `to` its values in
+    the two observations, `req_from/req_to`, `rsp_from/rsp_to` both producers.
+    A fresh ring (both producers reset to a plausible state, as after a
+    reconnect with a new shared page) is not reported.
+
+    ## Known false positives
+    A ring page reused by a new frontend connection without an observed
+    disconnect looks like a regression of both producers; it is only reported
+    when the new state is itself implausible.
+    """
+    snaps = _snapshots(streams, options).with_columns(
+        pl.col("req_prod").shift(1).over(RING).alias("req_from"),
+        pl.col("rsp_prod").shift(1).over(RING).alias("rsp_from"),
+        pl.col("ns").shift(1).over(RING).alias("prev_ns"),
+    ).filter(pl.col("req_from").is_not_null())
+    req_back = u32_ahead("req_from", "req_prod").is_between(1, HALF - 1)
+    rsp_back = u32_ahead("rsp_from", "rsp_prod").is_between(1, HALF - 1)
+    fresh = req_back & rsp_back & (pl.col("outstanding") <= pl.col("nr_ents"))
+    found = (
+        snaps.with_columns(req_back.alias("req_back"), rsp_back.alias("rsp_back"), fresh.alias("fresh"))
+        .filter((pl.col("req_back") | pl.col("rsp_back")) & ~pl.col("fresh"))
+        .with_columns(
+            pl.when(pl.col("req_back")).then(pl.lit("req_prod")).otherwise(pl.lit("rsp_prod")).alias("producer"),
+            pl.when(pl.col("req_back")).then("req_from").otherwise("rsp_from").alias("from"),
+            pl.when(pl.col("req_back")).then("req_prod").otherwise("rsp_prod").alias("to"),
+            pl.col("req_prod").alias("req_to"),
+            pl.col("rsp_prod").alias("rsp_to"),
+            pl.col("prev_ns").alias("ns"),
+            pl.col("ns").alias("ns_end"),
+        )
+    )
+    # Rings without snapshots: consecutive request (or response) indices in one session.
+    ev = _event_indices(streams, options).with_columns(
+        pl.col("idx").shift(1).over([*RING, "kind"]).alias("from"),
+        pl.col("session").shift(1).over([*RING, "kind"]).alias("prev_session"),
+        pl.col("ns").shift(1).over([*RING, "kind"]).alias("prev_ns"),
+    )
+    ev_found = ev.filter(
+        (pl.col("session").eq_missing(pl.col("prev_session")))
+        & u32_ahead("from", "idx").is_between(1, HALF - 1)
+    ).with_columns(
+        pl.when(pl.col("kind") == REQ).then(pl.lit("req_prod")).otherwise(pl.lit("rsp_prod")).alias("producer"),
+        pl.col("idx").alias("to"),
+        pl.col("prev_ns").alias("ns"),
+        pl.col("ns").alias("ns_end"),
+    )
+    cols = [*RING, "ns", "ns_end", "producer", "from", "to"]
+    rows = pl.concat(
+        [
+            found.select(*cols, "req_from", "req_to", "rsp_from", "rsp_to").with_columns(
+                pl.col("from", "to", "req_from", "req_to", "rsp_from", "rsp_to").cast(pl.Int64)
+            ),
+            ev_found.select(*cols).with_columns(pl.col("from", "to").cast(pl.Int64)),
+        ],
+        how="diagonal",
+    )
+    return emit(
+        rows.with_columns(pl.col("to").cast(pl.UInt32).alias("idx")),
+        "producer-regression",
+        message=pl.format(
+            "{}: {} moved backwards from {} to {} at {} ms: a side re-initialised its ring "
+            "state under a live peer",
+            ring_label(),
+            "producer",
+            "from",
+            "to",
+            ms("ns_end"),
+        ),
+        evidence=["producer", "from", "to", "req_from", "req_to", "rsp_from", "rsp_to"],
+    )
+
+
+@rule(
+    "response-overflow",
+    family="indices",
+    severity="high",
+    title="more responses produced than requests",
+    source="Xen d1f6296053 RING_RESPONSE_PROD_OVERFLOW; blkfront 'illegal number of responses' "
+    "(Juergen Gross 2021, 'xen/blkfront: don't trust the backend response data blindly')",
+    example="d1/51712/q0: rsp_prod 40 is 8 entries ahead of req_prod 32 from 3.000 ms "
+    "(blkfront disables the device), 1 observations",
+)
+def response_overflow(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """The backend's response producer is ahead of the requests.
+
+    ## What it means
+    `rsp_prod` is ahead of `req_prod` (mod 2^32): the backend claims to have
+    answered requests that were never published. Linux blkfront since 2021
+    checks `RING_RESPONSE_PROD_OVERFLOW`, logs "illegal number of responses" and
+    disables the device until it is re-added.
+
+    ## The real bug
+    Juergen Gross's 2021 blkfront hardening series ("xen/blkfront: don't trust
+    the backend response data blindly", b94e4b147fd1) and Xen d1f6296053
+    (`RING_RESPONSE_PROD_OVERFLOW`): a buggy or malicious backend must not make
+    the frontend consume garbage slots.
+
+    ## Reading the evidence
+    `req_prod`, `rsp_prod` at the first observation; `max_ahead` the worst
+    excess; `source` is `snapshots` or `events` (response index beyond the last
+    request index seen, for rings without snapshots).
+
+    ## Known false positives
+    For event sources, a request event lost from the trace makes a response
+    look early; the finding's confidence is lowered when `lost` overlaps it.
+    """
+    snaps = _snapshots(streams, options).with_columns(
+        u32_ahead("rsp_prod", "req_prod").alias("ahead"),
+        pl.lit(None, pl.UInt32).alias("session"),
+        pl.lit("snapshots").alias("source"),
+    )
+    ev = (
+        _event_indices(streams, options)
+        .filter((pl.col("kind") == RSP) & pl.col("last_req_idx").is_not_null())
+        .with_columns(
+            (pl.col("last_req_idx").cast(pl.Int64) + 1).alias("req_prod"),
+            (pl.col("idx").cast(pl.Int64) + 1).alias("rsp_prod"),
+            pl.lit("events").alias("source"),
+        )
+        .with_columns(u32_ahead("rsp_prod", "req_prod").alias("ahead"))
+    )
+    cols = [*RING, "session", "ns", "req_prod", "rsp_prod", "nr_ents", "ahead", "source"]
+    rows = pl.concat(
+        [
+            snaps.select(cols).with_columns(pl.col("req_prod", "rsp_prod").cast(pl.Int64)),
+            ev.select(cols).with_columns(pl.col("session").cast(pl.UInt32)),
+        ]
+    ).with_columns(pl.col("ahead").is_between(1, HALF - 1).alias("bad"))
+    found = _summarise_episodes(episodes(rows, "bad", RING), "ahead")
+    return emit(
+        found,
+        "response-overflow",
+        message=pl.format(
+            "{}: rsp_prod {} is {} entries ahead of req_prod {} from {} ms "
+            "(blkfront disables the device), {} observations",
+            ring_label(),
+            "rsp_prod",
+            "max_ahead",
+            "req_prod",
+            ms("ns"),
+            "observations",
+        ),
+        evidence=["req_prod", "rsp_prod", "nr_ents", "max_ahead", "observations", "source"],
+    )
