@@ -268,6 +268,30 @@ MUTATIONS_SCHEMA: Final = _schema(
     }
 )
 
+# Pairing facts the io table cannot hold (one row per anomalous response or
+# request): orphan / duplicate responses, op mismatches, ids reused while in
+# flight. Built by blktrace_xen.streams.pairing; analyses turn them into findings.
+PAIRING_KINDS: Final = ("orphan_response", "duplicate_response", "op_mismatch", "id_reused")
+PairingKind = pl.Enum(list(PAIRING_KINDS))
+
+PAIRING_SCHEMA: Final = _schema(
+    {
+        **_RING_KEY_SCHEMA,
+        "session": pl.UInt32,
+        "ns": pl.Int64,  # the response (or, for id_reused, the unanswered request)
+        "idx": pl.UInt32,
+        "id": pl.UInt64,
+        "kind": PairingKind,
+        "operation": pl.UInt8,  # as in the response (request for id_reused)
+        "expected_operation": pl.UInt8,  # op_mismatch: the request's effective op
+        "status": pl.Int16,
+        "req_ns": pl.Int64,  # the request concerned, if any
+        "req_idx": pl.UInt32,
+        "prev_ns": pl.Int64,  # duplicate: the earlier response; id_reused: the reusing request
+        "source": Source,
+    }
+)
+
 TABLES: Final[dict[str, pl.Schema]] = {
     "events": EVENTS_SCHEMA,
     "snapshots": SNAPSHOTS_SCHEMA,
@@ -281,6 +305,7 @@ TABLES: Final[dict[str, pl.Schema]] = {
     "lost": LOST_SCHEMA,
     "grants": GRANTS_SCHEMA,
     "mutations": MUTATIONS_SCHEMA,
+    "pairing": PAIRING_SCHEMA,
 }
 
 

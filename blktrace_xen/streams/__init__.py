@@ -39,6 +39,7 @@ class Streams:
     lost: pl.DataFrame = field(default_factory=lambda: _empty("lost"))
     grants: pl.DataFrame = field(default_factory=lambda: _empty("grants"))
     mutations: pl.DataFrame = field(default_factory=lambda: _empty("mutations"))
+    pairing: pl.DataFrame = field(default_factory=lambda: _empty("pairing"))
     meta: dict[str, Any] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pl.DataFrame]:
@@ -56,6 +57,7 @@ class Streams:
                 "lost",
                 "grants",
                 "mutations",
+                "pairing",
             )
         }
 
