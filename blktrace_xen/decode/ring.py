@@ -1,0 +1,433 @@
+"""Ring snapshots -> request / response streams (vectorised over snapshots).
+
+From two consecutive snapshots of one ring, the requests published in between
+are the indices ``[old req_prod, new req_prod)`` and the responses
+``[old rsp_prod, new rsp_prod)``, all modulo 2**32. What a snapshot can still
+show of them (ring.h: request ``i`` and response ``i`` share slot
+``i & (nr_ents - 1)``; a response overwrites the slot of the request with the
+same index, request ``i + nr_ents`` overwrites both):
+
+* request ``j`` with ``j >= rsp_prod``: the slot holds the request -> ``seen=full``;
+* request ``j`` with ``j < rsp_prod``: the slot already holds response ``j``;
+  the request's own bytes are gone. It is emitted as ``seen=via_response``
+  with id / operation / status taken from the response that answered it
+  (responses whose id matches no fully seen request in flight are assigned to
+  such requests first in, first out: exact when they complete in order) and
+  sector / segments null. Its bytes are never decoded as a request;
+* response ``k`` is visible while ``new req_prod - k <= nr_ents``;
+* anything beyond: a gap record with the count, nothing invented.
+
+A producer moving backwards is an anomaly; the stream restarts from the new
+value. Request padding, unused segments and response padding are not
+guaranteed zero: non-zero response padding is reported (``pad_nonzero``),
+never an error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from blktrace_xen import schema
+from blktrace_xen.decode.ring_dtypes import blkif_dtypes
+from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, BlkifOp
+
+if TYPE_CHECKING:
+    from blktrace_xen.decode.ringcap import RingCapture
+
+RingKey = tuple[int, int, int]
+_MASK = np.uint64(0xFFFFFFFF)
+_HALF = 1 << 31
+
+ANOMALIES_SCHEMA = pl.Schema(
+    {
+        "domid": pl.UInt16,
+        "vdev": pl.UInt32,
+        "queue": pl.UInt16,
+        "ns": pl.Int64,
+        "prev_ns": pl.Int64,
+        "producer": pl.String,  # "req" or "rsp"
+        "old": pl.UInt32,
+        "new": pl.UInt32,
+        # "backwards": a producer moved back; "implausible": req_prod - rsp_prod > nr_ents
+        # (blkback's RING_REQUEST_PROD_OVERFLOW); "rsp_ahead": rsp_prod beyond req_prod.
+        "kind": pl.String,
+    }
+)
+
+
+@dataclass(slots=True)
+class RingStreams:
+    """What :func:`derive_ring_streams` derives from a capture."""
+
+    requests: pl.DataFrame
+    responses: pl.DataFrame
+    gaps: pl.DataFrame
+    mutations: pl.DataFrame
+    anomalies: pl.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def decode_headers(pages: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, Any]:
+    """(snapshots, 4) u32 array of req_prod, req_event, rsp_prod, rsp_event."""
+    return np.ascontiguousarray(pages[:, :16]).view("<u4")
+
+
+def slot_view(pages: np.ndarray[Any, np.dtype[np.uint8]], abi: str, nr_ents: int) -> np.ndarray[Any, Any]:
+    """(snapshots, nr_ents, entry_size) zero-copy view of the slots of every snapshot."""
+    es = blkif_dtypes(abi).entry_size
+    return pages[:, SRING_HEADER_SIZE : SRING_HEADER_SIZE + nr_ents * es].reshape(
+        len(pages), nr_ents, es
+    )
+
+
+def _spans(
+    old: np.ndarray[Any, Any], count: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Flatten per-snapshot index ranges [old, old+count) into (snapshot, index) arrays."""
+    total = int(count.sum())
+    snap = np.repeat(np.arange(len(count)), count)
+    starts = np.repeat(np.cumsum(count) - count, count)
+    within = np.arange(total, dtype=np.int64) - starts
+    idx = (np.repeat(old.astype(np.uint64), count) + within.astype(np.uint64)) & _MASK
+    return snap, idx.astype(np.uint32)
+
+
+@dataclass(slots=True)
+class _RingInput:
+    key: RingKey
+    abi: str
+    nr_ents: int
+    ns: np.ndarray[Any, Any]
+    tsc: np.ndarray[Any, Any]  # u64, with tsc_valid
+    tsc_valid: np.ndarray[Any, Any]
+    pages: np.ndarray[Any, np.dtype[np.uint8]]
+
+
+def _nullable_tsc(r: _RingInput, rows: np.ndarray[Any, Any]) -> pl.Series:
+    return pl.Series("tsc", r.tsc[rows], dtype=pl.UInt64).set(
+        pl.Series(~r.tsc_valid[rows]), None  # type: ignore[arg-type]
+    )
+
+
+def _producer_deltas(
+    prod: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Per snapshot: the previous producer value, the advance, and whether it went back."""
+    prev = np.empty_like(prod)
+    prev[0] = prod[0]
+    prev[1:] = prod[:-1]
+    delta = (prod.astype(np.int64) - prev.astype(np.int64)) & 0xFFFFFFFF
+    back = delta >= _HALF
+    delta[back] = 0
+    return prev, delta, back
+
+
+def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
+    n = r.nr_ents
+    dts = blkif_dtypes(r.abi)
+    hdr = decode_headers(r.pages)
+    rp, sp = hdr[:, 0].astype(np.int64), hdr[:, 2].astype(np.int64)
+    slots = slot_view(r.pages, r.abi, n)
+    key_cols = {"domid": r.key[0], "vdev": r.key[1], "queue": r.key[2]}
+    nsnap = len(hdr)
+    prev_ns = np.concatenate([r.ns[:1], r.ns[:-1]])
+
+    anomalies: list[dict[str, Any]] = []
+    gaps: list[dict[str, Any]] = []
+
+    rp_prev, d_req, back_req = _producer_deltas(hdr[:, 0])
+    sp_prev, d_rsp, back_rsp = _producer_deltas(hdr[:, 2])
+    for producer, back, old, new in (
+        ("req", back_req, rp_prev, hdr[:, 0]),
+        ("rsp", back_rsp, sp_prev, hdr[:, 2]),
+    ):
+        for i in np.flatnonzero(back):
+            anomalies.append(
+                {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
+                 "producer": producer, "old": int(old[i]), "new": int(new[i]),
+                 "kind": "backwards"}
+            )
+    outstanding = (rp - sp) & 0xFFFFFFFF
+    for i in np.flatnonzero((outstanding > n) & (outstanding < _HALF)):
+        anomalies.append(
+            {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]), "producer": "req",
+             "old": int(sp[i]), "new": int(rp[i]), "kind": "implausible"}
+        )
+    for i in np.flatnonzero(outstanding >= _HALF):
+        anomalies.append(
+            {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]), "producer": "rsp",
+             "old": int(rp[i]), "new": int(sp[i]), "kind": "rsp_ahead"}
+        )
+
+    # --- requests -------------------------------------------------------
+    # The first snapshot shows the requests already outstanding: [rsp_prod, req_prod).
+    if 0 <= outstanding[0] <= n:
+        rp_prev[0] = hdr[0, 2]
+        d_req[0] = outstanding[0]
+    vis_req = np.minimum(d_req, n)
+    for i in np.flatnonzero(d_req > n):
+        gaps.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
+                     "producer": "req", "from_idx": int(rp_prev[i]),
+                     "count": int(d_req[i] - n)})
+    q_snap, q_idx = _spans((hdr[:, 0].astype(np.int64) - vis_req) & 0xFFFFFFFF, vis_req)
+    # answered already when rsp_prod (same snapshot) is past it
+    behind = (sp[q_snap] - q_idx.astype(np.int64)) & 0xFFFFFFFF
+    answered = (behind >= 1) & (behind < _HALF)
+    raw_req = slots[q_snap, q_idx & (n - 1)]
+
+    # --- responses ------------------------------------------------------
+    vis_rsp_count = d_rsp
+    s_snap, s_idx = _spans(sp_prev, vis_rsp_count)
+    age = (rp[s_snap] - s_idx.astype(np.int64)) & 0xFFFFFFFF
+    visible = age <= n
+    if (~visible).any():
+        # consecutive unseen responses of a snapshot form one gap record
+        for i in np.unique(s_snap[~visible]):
+            sel = (s_snap == i) & ~visible
+            gaps.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
+                         "producer": "rsp", "from_idx": int(s_idx[sel][0]),
+                         "count": int(sel.sum())})
+    s_snap, s_idx = s_snap[visible], s_idx[visible]
+    raw_rsp = slots[s_snap, s_idx & (n - 1)]
+    rsp_rec = raw_rsp.view(dts.response)[:, 0] if len(raw_rsp) else np.zeros(0, dts.response)
+    pad_cols = [c for c in ("_pad0", "_pad1") if c in (dts.response.names or ())]
+    pad_nonzero = np.zeros(len(rsp_rec), dtype=bool)
+    for c in pad_cols:
+        pad_nonzero |= rsp_rec[c].reshape(len(rsp_rec), -1).any(axis=1)
+
+    responses = pl.DataFrame(
+        {
+            **{k: np.full(len(s_idx), v) for k, v in key_cols.items()},
+            "session": np.zeros(len(s_idx), np.uint32),
+            "ns": r.ns[s_snap],
+            "tsc": _nullable_tsc(r, s_snap),
+            "idx": s_idx,
+            "id": rsp_rec["id"],
+            "operation": rsp_rec["operation"],
+            "status": rsp_rec["status"],
+            "pad_nonzero": pad_nonzero,
+            "source": ["ringcap"] * len(s_idx),
+        }
+    )
+    responses = schema.conform(responses, "responses")
+
+    # --- full requests: decode by variant --------------------------------
+    full = ~answered
+    f_raw = raw_req[full]
+    nf = len(f_raw)
+    ops = f_raw[:, 0] if nf else np.zeros(0, np.uint8)
+    rw_v = f_raw.view(dts.request_rw)[:, 0] if nf else np.zeros(0, dts.request_rw)
+    ds_v = f_raw.view(dts.request_discard)[:, 0] if nf else np.zeros(0, dts.request_discard)
+    in_v = f_raw.view(dts.request_indirect)[:, 0] if nf else np.zeros(0, dts.request_indirect)
+    is_rw = ops <= BlkifOp.BLKIF_OP_FLUSH_DISKCACHE
+    is_ds = ops == BlkifOp.BLKIF_OP_DISCARD
+    is_in = ops == BlkifOp.BLKIF_OP_INDIRECT
+    # id sits at the same offset in every variant (8, or 4 on x86_32)
+    ids = rw_v["id"]
+    nseg_rw = rw_v["nr_segments"].astype(np.int64)
+    segs = rw_v["seg"]
+    used = np.arange(11)[None, :] < np.minimum(nseg_rw, 11)[:, None]
+    seg_len = segs["last_sect"].astype(np.int64) - segs["first_sect"].astype(np.int64) + 1
+    rw_sectors = np.where(used & (seg_len > 0), seg_len, 0).sum(axis=1)
+    f_rows = np.flatnonzero(full)
+    nr_segments = np.where(is_rw, nseg_rw, np.where(is_in, in_v["nr_segments"], 0))
+    nr_segments_valid = is_rw | is_in
+    sector = np.where(is_ds, ds_v["sector_number"], rw_v["sector_number"])
+    sector_valid = is_rw | is_ds | is_in
+    nr_sectors = np.where(is_ds, ds_v["nr_sectors"], rw_sectors.astype(np.uint64))
+    nr_sectors_valid = is_rw | is_ds
+    unknown = ops > BlkifOp.BLKIF_OP_INDIRECT
+    for j in np.flatnonzero(unknown)[:20]:
+        i = q_snap[f_rows[j]]
+        warnings.append(
+            f"ring vbd/{r.key[0]}/{r.key[1]}/q{r.key[2]}: snapshot #{i} (ns {int(r.ns[i])}): "
+            f"request idx {int(q_idx[f_rows[j]])} has unknown operation {int(ops[j])}"
+        )
+
+    total = len(q_idx)
+    req_id = np.zeros(total, np.uint64)
+    req_op = np.zeros(total, np.uint8)
+    req_id[f_rows] = ids
+    req_op[f_rows] = ops
+
+    def nullable(values: np.ndarray[Any, Any], valid: np.ndarray[Any, Any], dtype: Any) -> pl.Series:
+        out = np.zeros(total, dtype=values.dtype if len(values) else np.uint64)
+        mask = np.zeros(total, dtype=bool)
+        out[f_rows] = values
+        mask[f_rows] = valid
+        return pl.Series(out).cast(dtype).set(pl.Series(~mask), None)  # type: ignore[arg-type]
+
+    seen = np.where(answered, "via_response", "full")
+    # pair via_response requests with responses whose id matches no full request in flight
+    via_id, via_op, via_ok = _assign_via_response(q_idx, answered, req_id, s_idx, rsp_rec, q_snap, s_snap)
+    req_id_s = pl.Series(np.where(answered, via_id, req_id)).set(pl.Series(answered & ~via_ok), None)
+    req_op_s = pl.Series(np.where(answered, via_op, req_op)).set(pl.Series(answered & ~via_ok), None)
+    indirect_op = nullable(in_v["indirect_op"], is_in, pl.UInt8)
+
+    requests = pl.DataFrame(
+        {
+            **{k: np.full(total, v) for k, v in key_cols.items()},
+            "session": np.zeros(total, np.uint32),
+            "ns": r.ns[q_snap],
+            "tsc": _nullable_tsc(r, q_snap),
+            "idx": q_idx,
+            "id": req_id_s,
+            "operation": req_op_s,
+            "indirect_op": indirect_op,
+            "nr_segments": nullable(nr_segments, nr_segments_valid, pl.UInt16),
+            "sector_number": nullable(sector, sector_valid, pl.UInt64),
+            "nr_sectors": nullable(nr_sectors, nr_sectors_valid, pl.UInt64),
+            "seen": seen,
+            "source": ["ringcap"] * total,
+        }
+    )
+    requests = schema.conform(requests, "requests")
+    mutations = _mutations(r, hdr, slots, dts, key_cols, prev_ns)
+    del nsnap
+    return {
+        "requests": requests,
+        "responses": responses,
+        "gaps": pl.DataFrame(gaps, schema=schema.GAPS_SCHEMA) if gaps else schema.empty("gaps"),
+        "mutations": mutations,
+        "anomalies": pl.DataFrame(anomalies, schema=ANOMALIES_SCHEMA)
+        if anomalies else pl.DataFrame(schema=ANOMALIES_SCHEMA),
+    }
+
+
+def _assign_via_response(
+    q_idx: np.ndarray[Any, Any],
+    answered: np.ndarray[Any, Any],
+    req_id: np.ndarray[Any, Any],
+    s_idx: np.ndarray[Any, Any],
+    rsp_rec: np.ndarray[Any, Any],
+    q_snap: np.ndarray[Any, Any],
+    s_snap: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Give each request seen only through a response the id/op of the response that answered it.
+
+    Walks requests and responses in snapshot order (requests of a snapshot
+    first: a response cannot precede its request). A response whose id
+    matches a fully seen request in flight answers that one; any other
+    answers the oldest still unassigned via_response request.
+    """
+    total = len(q_idx)
+    out_id = np.zeros(total, np.uint64)
+    out_op = np.zeros(total, np.uint8)
+    ok = np.zeros(total, dtype=bool)
+    if not answered.any():
+        return out_id, out_op, ok
+    inflight: dict[int, int] = {}
+    waiting: deque[int] = deque()
+    rsp_ids = rsp_rec["id"].tolist()
+    rsp_ops = rsp_rec["operation"].tolist()
+    q_snap_l, s_snap_l = q_snap.tolist(), s_snap.tolist()
+    answered_l, req_id_l = answered.tolist(), req_id.tolist()
+    qi = si = 0
+    nq, ns_ = len(q_snap_l), len(s_snap_l)
+    while qi < nq or si < ns_:
+        if qi < nq and (si >= ns_ or q_snap_l[qi] <= s_snap_l[si]):
+            if answered_l[qi]:
+                waiting.append(qi)
+            else:
+                rid = req_id_l[qi]
+                inflight[rid] = inflight.get(rid, 0) + 1
+            qi += 1
+        else:
+            rid = rsp_ids[si]
+            cnt = inflight.get(rid, 0)
+            if cnt:
+                if cnt == 1:
+                    del inflight[rid]
+                else:
+                    inflight[rid] = cnt - 1
+            elif waiting:
+                j = waiting.popleft()
+                out_id[j] = rid
+                out_op[j] = rsp_ops[si]
+                ok[j] = True
+            si += 1
+    return out_id, out_op, ok
+
+
+_REQ_FIELDS_BY_OP = ("operation", "nr_segments", "handle", "id", "sector_number", "seg")
+
+
+def _mutations(
+    r: _RingInput,
+    hdr: np.ndarray[Any, Any],
+    slots: np.ndarray[Any, Any],
+    dts: Any,
+    key_cols: dict[str, int],
+    prev_ns: np.ndarray[Any, Any],
+) -> pl.DataFrame:
+    """Published, unanswered slots whose bytes changed between consecutive snapshots."""
+    n = r.nr_ents
+    if len(hdr) < 2:
+        return schema.empty("mutations")
+    rp, sp = hdr[:, 0].astype(np.int64), hdr[:, 2].astype(np.int64)
+    # indices unanswered in both snapshots: [max(sp_prev, sp), min(rp_prev, rp))
+    lo = np.maximum(sp[:-1], sp[1:])
+    hi = np.minimum(rp[:-1], rp[1:])
+    ok_wrap = ((rp[1:] - rp[:-1]) & 0xFFFFFFFF) < _HALF
+    ok_wrap &= ((sp[1:] - sp[:-1]) & 0xFFFFFFFF) < _HALF
+    count = np.clip(hi - lo, 0, n) * ok_wrap
+    if not count.any():
+        return schema.empty("mutations")
+    snap, idx = _spans(lo & 0xFFFFFFFF, count)
+    a = slots[snap, idx & (n - 1)]
+    b = slots[snap + 1, idx & (n - 1)]
+    changed = (a != b).any(axis=1)
+    rows = []
+    for j in np.flatnonzero(changed):
+        i = int(snap[j]) + 1
+        old = a[j : j + 1].view(dts.request_rw)[0]
+        new = b[j : j + 1].view(dts.request_rw)[0]
+        names = [f for f in (dts.request_rw.names or ()) if not np.array_equal(old[f], new[f])]
+        rows.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
+                     "idx": int(idx[j]), "fields": ",".join(names)})
+    return pl.DataFrame(rows, schema=schema.MUTATIONS_SCHEMA) if rows else schema.empty("mutations")
+
+
+def derive_ring_streams(capture: RingCapture) -> RingStreams:
+    """Requests, responses, gaps, mutations and anomalies of every ring in ``capture``."""
+    warnings: list[str] = []
+    parts: dict[str, list[pl.DataFrame]] = {
+        k: [] for k in ("requests", "responses", "gaps", "mutations", "anomalies")
+    }
+    for row in capture.rings.iter_rows(named=True):
+        key = (row["domid"], row["vdev"], row["queue"])
+        pages = capture.pages.get(key)
+        if pages is None or len(pages) == 0:
+            continue
+        snaps = capture.snapshots.filter(
+            (pl.col("domid") == key[0]) & (pl.col("vdev") == key[1]) & (pl.col("queue") == key[2])
+        ).sort("snap")
+        tsc = snaps["tsc"]
+        ring = _RingInput(
+            key=key,
+            abi=row["abi"],
+            nr_ents=row["nr_ents"],
+            ns=snaps["ns"].to_numpy(),
+            tsc=tsc.fill_null(0).to_numpy().astype(np.uint64),
+            tsc_valid=tsc.is_not_null().to_numpy(),
+            pages=pages,
+        )
+        for k, df in _derive_one(ring, warnings).items():
+            parts[k].append(df)
+
+    def cat(name: str, empty: pl.DataFrame) -> pl.DataFrame:
+        return pl.concat(parts[name]) if parts[name] else empty
+
+    return RingStreams(
+        requests=cat("requests", schema.empty("requests")),
+        responses=cat("responses", schema.empty("responses")),
+        gaps=cat("gaps", schema.empty("gaps")),
+        mutations=cat("mutations", schema.empty("mutations")),
+        anomalies=cat("anomalies", pl.DataFrame(schema=ANOMALIES_SCHEMA)),
+        warnings=warnings,
+    )
