@@ -1,11 +1,23 @@
 """Rule families over the stream frames: frames in, findings out.
 
 Public API: :data:`RULES` (the catalogue), :func:`run_rules`,
-:func:`btt_table`, :func:`summarize` and :class:`AnalysisOptions`.
+:func:`btt_table`, :func:`summarize` and :class:`AnalysisOptions`. Importing
+this package imports every family module, which registers its rules.
 """
 
-from blktrace_xen.analyses import indices, pairing  # noqa: F401  (registers the rules)
+from blktrace_xen.analyses import (  # noqa: F401  (importing a family registers its rules)
+    confidence,
+    indices,
+    lifecycle,
+    ordering,
+    pairing,
+    progress,
+    requests,
+    slots,
+)
+from blktrace_xen.analyses.latency import btt_table
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import RULES, Rule
+from blktrace_xen.analyses.run import run_rules, summarize
 
-__all__ = ["RULES", "AnalysisOptions", "Rule"]
+__all__ = ["RULES", "AnalysisOptions", "Rule", "btt_table", "run_rules", "summarize"]

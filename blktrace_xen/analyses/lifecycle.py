@@ -1,0 +1,448 @@
+"""Lifecycle rules: I/O that outlives its ring, its connection, its domain or its host."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from blktrace_xen.analyses.emit import RING, emit, ms, ring_label
+from blktrace_xen.analyses.options import AnalysisOptions
+from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.timeline import RSP, timeline
+from blktrace_xen.streams import Streams
+
+# Control kinds after which a ring can no longer carry responses (down) or
+# carries them again (up). xenbus_state values: 4 Connected, 6 Closed.
+_DOWN = ("disconnect_done", "ring_unmap", "unbind", "domain_destroy")
+_UP = ("connect", "ring_map", "bind", "resume", "domain_create")
+# Why a request stayed unanswered: the first of these after it was issued.
+_ENDS = {
+    "disconnect_request": "disconnect",
+    "disconnect_done": "disconnect",
+    "ring_unmap": "disconnect",
+    "unbind": "unbind",
+    "suspend": "suspend",
+    "domain_shutdown": "destroy",
+    "domain_destroy": "destroy",
+}
+_WRITE_OPS = (1, 2, 3, 5)  # WRITE, WRITE_BARRIER, FLUSH_DISKCACHE, DISCARD
+
+
+def known_rings(streams: Streams) -> pl.LazyFrame:
+    """Every ring key any table mentions."""
+    parts = [
+        getattr(streams, t).lazy().select(RING).unique()
+        for t in ("requests", "responses", "rings", "snapshots")
+    ]
+    return pl.concat(parts).unique()
+
+
+def ring_control(streams: Streams) -> pl.LazyFrame:
+    """Control events per ring, domain-wide ones (null vdev/queue) copied to each ring of the domain."""
+    ctl = streams.control.lazy().with_columns(pl.col("kind").cast(pl.String))
+    rings = known_rings(streams)
+    wide = (
+        ctl.join(rings, on="domid", how="inner", suffix="_r")
+        .filter(
+            (pl.col("vdev").is_null() | (pl.col("vdev") == pl.col("vdev_r")))
+            & (pl.col("queue").is_null() | (pl.col("queue") == pl.col("queue_r")))
+        )
+        .with_columns(pl.col("vdev_r").alias("vdev"), pl.col("queue_r").alias("queue"))
+        .drop("vdev_r", "queue_r")
+    )
+    return wide.sort("ns", maintain_order=True)
+
+
+def _state() -> pl.Expr:
+    kind = pl.col("kind")
+    back_state = (kind == "xenbus_state") & (pl.col("side") == "back")
+    return (
+        pl.when(kind.is_in(_DOWN) | (back_state & (pl.col("value") == 6)))
+        .then(pl.lit("down"))
+        .when(kind.is_in(_UP) | (back_state & (pl.col("value") == 4)))
+        .then(pl.lit("up"))
+        .otherwise(None)
+    )
+
+
+def unanswered(streams: Streams) -> pl.LazyFrame:
+    """``io`` rows never answered, with ``why`` (io.outcome, else inferred from control).
+
+    A request re-issued later on the same ring (same op, sector and length, as
+    a frontend does after resume) is marked ``reissued``.
+    """
+    pending = streams.io.lazy().filter(pl.col("rsp_ns").is_null()).sort("req_ns")
+    ends = (
+        ring_control(streams)
+        .filter(pl.col("kind").is_in(list(_ENDS)))
+        .select(*RING, pl.col("ns").alias("end_ns"), pl.col("kind").alias("end_kind"))
+    )
+    inferred = pending.join_asof(
+        ends, left_on="req_ns", right_on="end_ns", by=RING, strategy="forward", check_sortedness=False
+    ).with_columns(
+        pl.when(pl.col("outcome").is_not_null() & (pl.col("outcome") != "completed"))
+        .then(pl.col("outcome"))
+        .otherwise(pl.col("end_kind").replace_strict(_ENDS, default="trace_end"))
+        .alias("why")
+    )
+    later = streams.requests.lazy().select(
+        *RING,
+        pl.col("ns").alias("re_ns"),
+        pl.col("operation").alias("re_op"),
+        "sector_number",
+        "nr_sectors",
+    )
+    reissued = (
+        inferred.filter(pl.col("sector_number").is_not_null())
+        .join(later, on=[*RING, "sector_number", "nr_sectors"], how="inner")
+        .filter((pl.col("re_ns") > pl.col("req_ns")) & (pl.col("re_op") == pl.col("operation")))
+        .select(*RING, "id", "req_ns")
+        .unique()
+        .with_columns(pl.lit(True).alias("reissued"))
+    )
+    return inferred.join(reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True).with_columns(
+        pl.col("reissued").fill_null(False)
+    )
+
+
+@rule(
+    "incomplete-at-trace-end",
+    family="lifecycle",
+    severity="info",
+    title="requests still in flight when the trace ended",
+    source="seed 000 / 004 context: outstanding I/O is only a bug if the ring goes away",
+    example="d1/51712/q0 session 0: 3 requests still in flight at trace end, oldest issued at "
+    "2.000 ms (ids 4, 5, 6)",
+)
+def incomplete_at_trace_end(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Requests with no response before the trace ended, one finding per ring session.
+
+    ## What it means
+    Nothing by itself: a trace stops while I/O is in flight. Reported at info
+    so that the count is visible next to `stall`, which fires when those
+    requests also saw no backend progress for a long time.
+
+    ## The real bug
+    Context for seeds 000 and 004: if the trace ends with a disconnect or a
+    destroy, the same requests are reported by `incomplete-at-disconnect` or
+    `incomplete-at-destroy` instead.
+
+    ## Reading the evidence
+    `pending` requests; `oldest_ns` the oldest one's issue time; `ids` up to 8 ids.
+    """
+    rows = (
+        unanswered(streams)
+        .filter((pl.col("why") == "trace_end") & ~pl.col("reissued"))
+        .group_by([*RING, "session"])
+        .agg(
+            pl.len().alias("pending"),
+            pl.col("req_ns").min().alias("oldest_ns"),
+            pl.col("req_ns").max().alias("ns_end"),
+            pl.col("id").head(8).alias("ids"),
+        )
+        .with_columns(pl.col("oldest_ns").alias("ns"))
+    )
+    return emit(
+        rows,
+        "incomplete-at-trace-end",
+        message=pl.format(
+            "{} session {}: {} requests still in flight at trace end, oldest issued at {} ms (ids {})",
+            ring_label(),
+            pl.col("session").cast(pl.String).fill_null("?"),
+            "pending",
+            ms("oldest_ns"),
+            pl.col("ids").cast(pl.List(pl.String)).list.join(", "),
+        ),
+        evidence=["pending", "oldest_ns", "ids"],
+    )
+
+
+def _incomplete(streams: Streams, rule_id: str, whys: tuple[str, ...], what: str) -> pl.LazyFrame:
+    rows = unanswered(streams).filter(pl.col("why").is_in(whys) & ~pl.col("reissued"))
+    return emit(
+        rows.with_columns(
+            pl.col("req_ns").alias("ns"),
+            pl.col("end_ns").fill_null(pl.col("req_ns")).alias("ns_end"),
+            pl.col("req_idx").alias("idx"),
+        ),
+        rule_id,
+        message=pl.format(
+            "{}: request id {} (op {}, sector {}) issued at {} ms was never answered before the {} at {} ms{}",
+            ring_label(),
+            "id",
+            "operation",
+            pl.col("sector_number").cast(pl.String).fill_null("?"),
+            ms("req_ns"),
+            "why",
+            pl.col("end_ns").pipe(ms).cast(pl.String).fill_null("?"),
+            pl.lit(what),
+        ),
+        evidence=["id", "operation", "sector_number", "req_ns", "why", "end_ns", "end_kind"],
+    )
+
+
+@rule(
+    "incomplete-at-disconnect",
+    family="lifecycle",
+    severity="high",
+    title="requests in flight when the ring was disconnected",
+    source="seed 000 (NetBSD xbdback 2005: disconnect processed while I/O pending); "
+    "'xen/blkback: fix disconnect while I/Os in flight' (Juergen Gross 2018)",
+    example="d1/51712/q0: request id 9 (op 1, sector 4096) issued at 1.000 ms was never answered "
+    "before the disconnect at 2.000 ms: the guest's I/O is lost",
+)
+def incomplete_at_disconnect(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A request never answered before its ring was disconnected, unbound or suspended.
+
+    ## What it means
+    The backend let the connection go while it still owed a response: the
+    guest's request is lost ("any IO requests to the disk in guest will end up
+    in ether"), unless the frontend re-issues it after reconnecting (then it is
+    not reported).
+
+    ## The real bug
+    Seed 000 (Jed Davis, NetBSD xbdback 2005): the backend processed a
+    disconnect at once while I/O was pending; the fix reference-counts the
+    instance and answers the disconnect only when the count drops to zero.
+    Linux: "xen/blkback: fix disconnect while I/Os in flight" (2018),
+    "xen-blkback: Don't disconnect backend until state switched to XenbusStateClosed".
+
+    ## Reading the evidence
+    `why` (`disconnect`, `unbind`, `suspend`), `end_kind` and `end_ns` name the
+    control event that ended the ring; `req_ns`, `id`, `sector_number` the request.
+
+    ## Known false positives
+    A frontend that re-issues with a different sector split (indirect to
+    plain, seed 003 / `402b27f9`) is not recognised as a re-issue.
+    """
+    return _incomplete(
+        streams, "incomplete-at-disconnect", ("disconnect", "unbind", "suspend"), ": the guest's I/O is lost"
+    )
+
+
+@rule(
+    "incomplete-at-destroy",
+    family="lifecycle",
+    severity="high",
+    title="requests in flight when the domain was destroyed (the leaked reference)",
+    source="seed 000 (panic on domain destroy during heavy swap I/O); 'xen/blkback: Complete IO "
+    "before freeing persistent grants' (Ross Lagerwall 2016)",
+    example="d1/51712/q0: request id 2 (op 1, sector 64) issued at 1.000 ms was never answered "
+    "before the destroy at 1.500 ms: its reference and grants leak",
+)
+def incomplete_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A request never answered before its domain was shut down or destroyed.
+
+    ## What it means
+    The backend still holds the request (a reference on the ring, mapped
+    grants) when the domain goes away. Either the teardown waits for it (and the
+    domain lingers as a zombie) or it frees under the I/O (use-after-free, a
+    dom0 panic when the completion writes into the unmapped ring).
+
+    ## The real bug
+    Seed 000: destroying a domain doing heavy swap I/O panicked NetBSD dom0.
+    Linux: "xen/blkback: Complete IO before freeing persistent grants" (2016,
+    "use-after-free when the device is disconnected while IO is in-flight ...
+    force-killing the domain").
+
+    ## Reading the evidence
+    As for `incomplete-at-disconnect`, with `why = destroy`.
+    """
+    return _incomplete(streams, "incomplete-at-destroy", ("destroy",), ": its reference and grants leak")
+
+
+@rule(
+    "response-after-disconnect",
+    family="lifecycle",
+    severity="critical",
+    title="a response written after the ring was disconnected or unmapped",
+    source="seed 000 (xbdback wrote the response into the unmapped ring: kernel panic)",
+    example="d1/51712/q0: response id 4 written at 7.000 ms, 2.000 ms after ring_unmap at "
+    "5.000 ms: the backend writes into a ring it gave up",
+)
+def response_after_disconnect(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A response produced while the ring was down (after disconnect / unmap / unbind / destroy).
+
+    ## What it means
+    Completion of I/O the backend still owed arrived after it had already
+    released the ring: it writes into a page that is unmapped (a panic in the
+    backend) or, worse, reused.
+
+    ## The real bug
+    Seed 000 (NetBSD xbdback, 2005): "the kernel panics when the response
+    message is written to the then-unmapped ring". The fix defers the unmap
+    until the last I/O is done.
+
+    ## Reading the evidence
+    `down_kind` and `down_ns` name the control event that took the ring down
+    (`disconnect_done`, `ring_unmap`, `unbind`, `domain_destroy`, or the
+    backend's xenbus state `Closed`); `late_ns` how long after it the response
+    came. A later `connect`/`ring_map`/`bind`/`resume` (or backend state
+    Connected) brings the ring up again.
+
+    ## Known false positives
+    With the Linux 2018 fix blkback keeps the ring mapped while `inflight > 0`
+    even though it reports the disconnect; a trace that records
+    `disconnect_done` before the deferred unmap shows those legal late responses.
+    """
+    states = (
+        ring_control(streams)
+        .with_columns(_state().alias("state"))
+        .filter(pl.col("state").is_not_null())
+        .select(*RING, pl.col("ns").alias("down_ns"), "state", pl.col("kind").alias("down_kind"))
+    )
+    rsp = (
+        timeline(streams)
+        .lazy()
+        .filter(pl.col("kind") == RSP)
+        .join(states.select(RING).unique(), on=RING, how="semi")
+    )
+    rows = (
+        rsp.join_asof(states, left_on="ns", right_on="down_ns", by=RING, strategy="backward", check_sortedness=False)
+        .filter(pl.col("state") == "down")
+        .with_columns((pl.col("ns") - pl.col("down_ns")).alias("late_ns"))
+    )
+    return emit(
+        rows,
+        "response-after-disconnect",
+        message=pl.format(
+            "{}: response id {} written at {} ms, {} ms after {} at {} ms: the backend writes into a ring it gave up",
+            ring_label(),
+            "id",
+            ms("ns"),
+            ms("late_ns"),
+            "down_kind",
+            ms("down_ns"),
+        ),
+        evidence=["id", "op", "status", "down_kind", "down_ns", "late_ns"],
+    )
+
+
+@rule(
+    "grants-held-at-destroy",
+    family="lifecycle",
+    severity="high",
+    title="grant mappings of a destroyed domain still held",
+    source="CVE-2021-28688 'xen-blkback: don't leak persistent grants from xen_blkbk_map()'; "
+    "seed 000 (teardown with I/O pending)",
+    example="domain 3: at least 12 grant mappings still held at trace end, after its destroy at "
+    "9.000 ms (balance 12 at destroy)",
+)
+def grants_held_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Grant mappings of a domain that stay mapped after it is destroyed.
+
+    ## What it means
+    The backend mapped the guest's pages (TRC_MEM grant map) and did not unmap
+    them by the end of the trace although the domain was destroyed: a leaked
+    reference keeps the domain a zombie and its memory unreclaimed.
+
+    ## The real bug
+    CVE-2021-28688 / XSA-371 "xen-blkback: don't leak persistent grants from
+    xen_blkbk_map()"; the teardown-with-I/O-pending bugs of seed 000.
+
+    ## Reading the evidence
+    `final_balance` is maps minus unmaps of the domain's grants seen by the
+    trace at its end; `balance_at_destroy` the same at the destroy event;
+    `maps_after` / `unmaps_after` the activity after it.
+
+    ## What the evidence cannot see
+    Maps made before the trace began: the balance is relative to the trace
+    start, so the count is a lower bound, and a domain whose grants were all
+    mapped before the trace is not reported.
+    """
+    destroys = (
+        streams.control.lazy()
+        .filter(pl.col("kind").cast(pl.String) == "domain_destroy")
+        .group_by("domid")
+        .agg(pl.col("ns").min())
+    )
+    grants = streams.grants.lazy().rename({"granting_domid": "domid"}).sort("ns", maintain_order=True)
+    joined = grants.join(destroys, on="domid", how="inner", suffix="_destroy")
+    rows = joined.group_by("domid").agg(
+        pl.col("ns_destroy").first().alias("ns"),
+        pl.col("balance").last().alias("final_balance"),
+        pl.col("balance").filter(pl.col("ns") <= pl.col("ns_destroy")).last().fill_null(0).alias("balance_at_destroy"),
+        ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "map")).sum().alias("maps_after"),
+        ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "unmap")).sum().alias("unmaps_after"),
+        pl.col("ns").max().alias("ns_end"),
+    ).filter(pl.col("final_balance") > 0)
+    return emit(
+        rows,
+        "grants-held-at-destroy",
+        message=pl.format(
+            "domain {}: at least {} grant mappings still held at trace end, after its destroy at {} ms "
+            "(balance {} at destroy)",
+            "domid",
+            "final_balance",
+            ms("ns"),
+            "balance_at_destroy",
+        ),
+        evidence=["final_balance", "balance_at_destroy", "maps_after", "unmaps_after"],
+    )
+
+
+@rule(
+    "migration-handoff-io",
+    family="lifecycle",
+    severity="critical",
+    title="I/O completing on the source after the migration target was started",
+    source="seed 004 (xen-devel 2008: blkback_remove returned with I/O outstanding; the target "
+    "was unleashed before the source's writes were done)",
+    example="d1/51712/q0: 3 responses (2 writes) completed on the source after the target was "
+    "started at 10.000 ms, the last at 12.500 ms: the target may read stale data",
+)
+def migration_handoff_io(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Responses on the source's rings after the `handoff` control event.
+
+    ## What it means
+    Once the migrated domain runs on the target, every write of the source must
+    already be on the disk. A write completing on the source afterwards races
+    with the target's reads and writes of the same blocks: silent corruption.
+    Severity is `critical` when any write, barrier, flush or discard completes
+    late and `medium` for reads only.
+
+    ## The real bug
+    Seed 004 (xen-devel, 2008): `blkback_remove` returned while the backend
+    thread still had I/O outstanding, and xend unleashed the target; the fix
+    waits for the thread, publishes `shutdown-done` and the toolstack waits for
+    it.
+
+    ## Reading the evidence
+    `handoff_ns` is the `handoff` event (its `domid` is the migrating domain's
+    id on the source); `late` responses after it, `writes` among them,
+    `last_ns` the last one.
+    """
+    handoff = (
+        streams.control.lazy()
+        .filter(pl.col("kind").cast(pl.String) == "handoff")
+        .group_by("domid")
+        .agg(pl.col("ns").min().alias("handoff_ns"))
+    )
+    late = (
+        timeline(streams)
+        .lazy()
+        .filter(pl.col("kind") == RSP)
+        .join(handoff, on="domid", how="inner")
+        .filter(pl.col("ns") > pl.col("handoff_ns"))
+    )
+    rows = late.group_by(RING).agg(
+        pl.col("handoff_ns").first(),
+        pl.len().alias("late"),
+        pl.col("op").is_in(_WRITE_OPS).sum().alias("writes"),
+        pl.col("ns").min().alias("first_ns"),
+        pl.col("ns").max().alias("last_ns"),
+    ).with_columns(pl.col("handoff_ns").alias("ns"), pl.col("last_ns").alias("ns_end"))
+    return emit(
+        rows,
+        "migration-handoff-io",
+        message=pl.format(
+            "{}: {} responses ({} writes) completed on the source after the target was started at {} ms, "
+            "the last at {} ms: the target may read stale data",
+            ring_label(),
+            "late",
+            "writes",
+            ms("handoff_ns"),
+            ms("last_ns"),
+        ),
+        evidence=["handoff_ns", "late", "writes", "first_ns", "last_ns"],
+        severity=pl.when(pl.col("writes") > 0).then(pl.lit("critical")).otherwise(pl.lit("medium")),
+    )

@@ -1,0 +1,148 @@
+"""Completion-order rules: reordering is legal in blkif; overlapping writes reordered are not safe."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from blktrace_xen.analyses.emit import RING, emit, ms, ring_label
+from blktrace_xen.analyses.options import AnalysisOptions
+from blktrace_xen.analyses.registry import rule
+from blktrace_xen.streams import Streams
+
+_SESSION = [*RING, "session"]
+OP_WRITE = 1
+
+
+def _io_in_issue_order(streams: Streams) -> pl.LazyFrame:
+    io = streams.io
+    # The stream builder emits io in request order; sort only if it did not.
+    if not io["req_ns"].is_sorted():
+        io = io.sort("req_ns", maintain_order=True, nulls_last=True)
+    return io.lazy()
+
+
+@rule(
+    "out-of-order-completion",
+    family="ordering",
+    severity="info",
+    title="completion-order statistics of a ring session (reorder distance, head-of-line wait)",
+    source="blkif.h: responses carry the request id, so completion order is free "
+    "(docs/bug-classes.md, replay-model context)",
+    example="d1/51712/q0 session 0: 12 of 400 completions out of issue order (max distance 3), "
+    "head-of-line wait up to 1.250 ms",
+)
+def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Out-of-order completion as a metric, one finding per ring session that has any.
+
+    ## What it means
+    blkif lets the backend complete requests in any order (the response names
+    the request's `id`), so this is not a violation. The statistics tell how a
+    backend schedules: `reorder` (completion rank minus issue rank, from `io`)
+    and the head-of-line wait (how long a request's completion came after that
+    of a request issued later than it).
+
+    ## The real bug
+    None by itself; it is the context for `overlapping-write-reorder` and for
+    the replay model, which must accept any completion order.
+
+    ## Reading the evidence
+    `completed`, `reordered` (rows with `reorder != 0`), `max_reorder` (largest
+    absolute distance), `max_hol_wait_ns`, `p99_hol_wait_ns`.
+    """
+    io = _io_in_issue_order(streams).filter(pl.col("rsp_ns").is_not_null())
+    # Earliest completion among requests issued after this one (suffix minimum).
+    later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1).over(_SESSION)
+    rows = (
+        io.with_columns((pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0).alias("hol"))
+        .group_by(_SESSION)
+        .agg(
+            pl.len().alias("completed"),
+            (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+            pl.col("reorder").abs().max().alias("max_reorder"),
+            pl.col("hol").max().alias("max_hol_wait_ns"),
+            pl.col("hol").quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
+            pl.col("req_ns").min().alias("ns"),
+            pl.col("rsp_ns").max().alias("ns_end"),
+        )
+        .filter(pl.col("reordered") > 0)
+    )
+    return emit(
+        rows,
+        "out-of-order-completion",
+        message=pl.format(
+            "{} session {}: {} of {} completions out of issue order (max distance {}), "
+            "head-of-line wait up to {} ms",
+            ring_label(),
+            pl.col("session").cast(pl.String).fill_null("?"),
+            "reordered",
+            "completed",
+            "max_reorder",
+            ms("max_hol_wait_ns"),
+        ),
+        evidence=["completed", "reordered", "max_reorder", "max_hol_wait_ns", "p99_hol_wait_ns"],
+    )
+
+
+@rule(
+    "overlapping-write-reorder",
+    family="ordering",
+    severity="medium",
+    title="two in-flight writes to the same sectors completed in reverse order",
+    source="docs/bug-classes.md (out-of-order completion is a hazard for overlapping writes); "
+    "seed 002 test method (fio randwrite + crc32 verify)",
+    example="d1/51712/q0: write id 3 to sector 2048 (issued 1.000 ms) completed at 6.000 ms, "
+    "after the later write id 5 to the same sector completed at 4.000 ms",
+)
+def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """Two writes to the same start sector, in flight together, completed in reverse issue order.
+
+    ## What it means
+    The block layer may complete in any order, but when two writes to the same
+    sectors are in flight at once the final content of the disk depends on
+    which the backend performed last. A completion order opposite to the issue
+    order is the visible sign that the older data may have won: what fio's
+    verify (seed 002's test) catches as corruption.
+
+    ## The real bug
+    The data-corruption class behind seeds 002 and 003 (requests re-issued or
+    replayed in another order after a rebind or resume).
+
+    ## Reading the evidence
+    `id`/`req_ns`/`rsp_ns` are the older write; `later_id`, `later_req_ns`,
+    `later_rsp_ns` the newer one; `sector_number` their common start.
+
+    ## What the evidence cannot see
+    Only writes with the same start sector are compared (partial overlaps are
+    not), and requests seen only through their response have no sector.
+    """
+    io = _io_in_issue_order(streams).filter(
+        (pl.col("operation") == OP_WRITE) & pl.col("sector_number").is_not_null() & pl.col("rsp_ns").is_not_null()
+    )
+    key = [*_SESSION, "sector_number"]
+    rows = (
+        io.with_columns(
+            pl.col("id").shift(-1).over(key).alias("later_id"),
+            pl.col("req_ns").shift(-1).over(key).alias("later_req_ns"),
+            pl.col("rsp_ns").shift(-1).over(key).alias("later_rsp_ns"),
+        )
+        .filter(
+            (pl.col("later_req_ns") < pl.col("rsp_ns")) & (pl.col("later_rsp_ns") < pl.col("rsp_ns"))
+        )
+        .with_columns(pl.col("req_ns").alias("ns"), pl.col("rsp_ns").alias("ns_end"), pl.col("req_idx").alias("idx"))
+    )
+    return emit(
+        rows,
+        "overlapping-write-reorder",
+        message=pl.format(
+            "{}: write id {} to sector {} (issued {} ms) completed at {} ms, after the later write "
+            "id {} to the same sector completed at {} ms",
+            ring_label(),
+            "id",
+            "sector_number",
+            ms("req_ns"),
+            ms("rsp_ns"),
+            "later_id",
+            ms("later_rsp_ns"),
+        ),
+        evidence=["id", "sector_number", "nr_sectors", "req_ns", "rsp_ns", "later_id", "later_req_ns", "later_rsp_ns"],
+    )
