@@ -28,6 +28,7 @@ from plotly.offline import get_plotlyjs
 from blktrace_xen import schema
 from blktrace_xen.report import figures
 from blktrace_xen.report.data import FindingView, ReportData, VerdictView
+from blktrace_xen.report.markdown import render_markdown
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 1em 3em;
@@ -383,7 +384,19 @@ def render_html(data: ReportData) -> str:
 
 
 def write_html(data: ReportData, path: str | Path) -> Path:
-    """Write the report to ``path`` (UTF-8) and return the path."""
+    """Write the HTML report to ``path`` (UTF-8) and return the path."""
     target = Path(path)
     target.write_text(render_html(data), encoding="utf-8")
     return target
+
+
+def write_report(
+    data: ReportData, html_path: str | Path, md_path: str | Path | None = None
+) -> list[Path]:
+    """Write the HTML report and, when ``md_path`` is given, the Markdown summary."""
+    written = [write_html(data, html_path)]
+    if md_path is not None:
+        target = Path(md_path)
+        target.write_text(render_markdown(data), encoding="utf-8")
+        written.append(target)
+    return written

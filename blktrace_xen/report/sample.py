@@ -31,11 +31,19 @@ def _ring_io(
     latency = rng.lognormal(mean=11.0, sigma=0.8, size=n).astype(np.int64)
     # A slow episode in the middle of the ring's life: what a stall looks like.
     mid = slice(n // 2, n // 2 + max(1, n // 50))
-    latency[mid] *= 8
+    latency[mid] *= 4
     ops = rng.choice(np.array([0, 1, 3], dtype=np.uint8), size=n, p=[0.6, 0.35, 0.05])
     status = np.zeros(n, dtype=np.int16)
     status[rng.random(n) < 0.001] = -1
+    # blkif allows at most nr_ents requests in flight, and ids are reused only
+    # after their response: request i may go only once request i - NR_ENTS is
+    # answered, so it can take that request's id.
     rsp_ns = req_ns + latency
+    for start in range(NR_ENTS, n, NR_ENTS):
+        block = slice(start, min(n, start + NR_ENTS))
+        prev = rsp_ns[start - NR_ENTS : start - NR_ENTS + (block.stop - start)]
+        req_ns[block] = np.maximum(req_ns[block], prev + 1)
+        rsp_ns[block] = req_ns[block] + latency[block]
     answered = np.ones(n, dtype=bool)
     answered[-min(3, n) :] = False  # the last few are still in flight at trace end
     ids = (np.arange(n) % NR_ENTS).astype(np.uint64)
