@@ -79,7 +79,9 @@ def unanswered(streams: Streams) -> pl.LazyFrame:
     inferred = pending.join_asof(
         ends, left_on="req_ns", right_on="end_ns", by=RING, strategy="forward", check_sortedness=False
     ).with_columns(
-        pl.when(pl.col("outcome").is_not_null() & (pl.col("outcome") != "completed"))
+        # io.outcome wins when it names a cause; "trace_end" may just mean the
+        # builder did not look at control events.
+        pl.when(pl.col("outcome").is_not_null() & ~pl.col("outcome").is_in(["completed", "trace_end"]))
         .then(pl.col("outcome"))
         .otherwise(pl.col("end_kind").replace_strict(_ENDS, default="trace_end"))
         .alias("why")
