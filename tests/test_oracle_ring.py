@@ -38,9 +38,23 @@ def oracle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     abi, order = request.param
     out = tmp_path_factory.mktemp("oracle") / "ring_oracle"
     subprocess.run(
-        [gcc, ABI_FLAG[abi], "-O1", "-Wall", "-Werror", "-ffreestanding", "-nostdlib", "-static",
-         "-fno-pic", "-no-pie", "-fno-stack-protector", f"-DORDER={order}", str(SRC), "-o",
-         str(out)],
+        [
+            gcc,
+            ABI_FLAG[abi],
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-ffreestanding",
+            "-nostdlib",
+            "-static",
+            "-fno-pic",
+            "-no-pie",
+            "-fno-stack-protector",
+            f"-DORDER={order}",
+            str(SRC),
+            "-o",
+            str(out),
+        ],
         check=True,
     )
     text = subprocess.run([str(out)], check=True, capture_output=True, text=True).stdout
@@ -113,7 +127,7 @@ def test_snapshot_headers_equal_the_oracle(oracle) -> None:
 
 
 def test_requests_and_responses_equal_the_oracle(oracle) -> None:
-    abi, order, *_, steps, reqs, rsps, cap = oracle
+    abi, _order, *_, steps, reqs, rsps, cap = oracle
     st = derive_ring_streams(read_ringcap(cap))
     assert st.gaps.height == 0, "no false gap across the 2**32 wrap"
     assert st.anomalies.height == 0

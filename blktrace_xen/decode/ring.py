@@ -77,7 +77,9 @@ def decode_headers(pages: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any
     return np.ascontiguousarray(pages[:, :16]).view("<u4")
 
 
-def slot_view(pages: np.ndarray[Any, np.dtype[np.uint8]], abi: str, nr_ents: int) -> np.ndarray[Any, Any]:
+def slot_view(
+    pages: np.ndarray[Any, np.dtype[np.uint8]], abi: str, nr_ents: int
+) -> np.ndarray[Any, Any]:
     """(snapshots, nr_ents, entry_size) zero-copy view of the slots of every snapshot."""
     es = blkif_dtypes(abi).entry_size
     return pages[:, SRING_HEADER_SIZE : SRING_HEADER_SIZE + nr_ents * es].reshape(
@@ -110,7 +112,8 @@ class _RingInput:
 
 def _nullable_tsc(r: _RingInput, rows: np.ndarray[Any, Any]) -> pl.Series:
     return pl.Series("tsc", r.tsc[rows], dtype=pl.UInt64).set(
-        pl.Series(~r.tsc_valid[rows]), None  # type: ignore[arg-type]
+        pl.Series(~r.tsc_valid[rows]),
+        None,
     )
 
 
@@ -148,20 +151,40 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
     ):
         for i in np.flatnonzero(back):
             anomalies.append(
-                {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
-                 "producer": producer, "old": int(old[i]), "new": int(new[i]),
-                 "kind": "backwards"}
+                {
+                    **key_cols,
+                    "ns": int(r.ns[i]),
+                    "prev_ns": int(prev_ns[i]),
+                    "producer": producer,
+                    "old": int(old[i]),
+                    "new": int(new[i]),
+                    "kind": "backwards",
+                }
             )
     outstanding = (rp - sp) & 0xFFFFFFFF
     for i in np.flatnonzero((outstanding > n) & (outstanding < _HALF)):
         anomalies.append(
-            {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]), "producer": "req",
-             "old": int(sp[i]), "new": int(rp[i]), "kind": "implausible"}
+            {
+                **key_cols,
+                "ns": int(r.ns[i]),
+                "prev_ns": int(prev_ns[i]),
+                "producer": "req",
+                "old": int(sp[i]),
+                "new": int(rp[i]),
+                "kind": "implausible",
+            }
         )
     for i in np.flatnonzero(outstanding >= _HALF):
         anomalies.append(
-            {**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]), "producer": "rsp",
-             "old": int(rp[i]), "new": int(sp[i]), "kind": "rsp_ahead"}
+            {
+                **key_cols,
+                "ns": int(r.ns[i]),
+                "prev_ns": int(prev_ns[i]),
+                "producer": "rsp",
+                "old": int(rp[i]),
+                "new": int(sp[i]),
+                "kind": "rsp_ahead",
+            }
         )
 
     # --- requests -------------------------------------------------------
@@ -171,9 +194,16 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         d_req[0] = outstanding[0]
     vis_req = np.minimum(d_req, n)
     for i in np.flatnonzero(d_req > n):
-        gaps.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
-                     "producer": "req", "from_idx": int(rp_prev[i]),
-                     "count": int(d_req[i] - n)})
+        gaps.append(
+            {
+                **key_cols,
+                "ns": int(r.ns[i]),
+                "prev_ns": int(prev_ns[i]),
+                "producer": "req",
+                "from_idx": int(rp_prev[i]),
+                "count": int(d_req[i] - n),
+            }
+        )
     q_snap, q_idx = _spans((hdr[:, 0].astype(np.int64) - vis_req) & 0xFFFFFFFF, vis_req)
     # answered already when rsp_prod (same snapshot) is past it
     behind = (sp[q_snap] - q_idx.astype(np.int64)) & 0xFFFFFFFF
@@ -189,16 +219,24 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         # consecutive unseen responses of a snapshot form one gap record
         for i in np.unique(s_snap[~visible]):
             sel = (s_snap == i) & ~visible
-            gaps.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
-                         "producer": "rsp", "from_idx": int(s_idx[sel][0]),
-                         "count": int(sel.sum())})
+            gaps.append(
+                {
+                    **key_cols,
+                    "ns": int(r.ns[i]),
+                    "prev_ns": int(prev_ns[i]),
+                    "producer": "rsp",
+                    "from_idx": int(s_idx[sel][0]),
+                    "count": int(sel.sum()),
+                }
+            )
     s_snap, s_idx = s_snap[visible], s_idx[visible]
     raw_rsp = slots[s_snap, s_idx & (n - 1)]
     rsp_rec = raw_rsp.view(dts.response)[:, 0] if len(raw_rsp) else np.zeros(0, dts.response)
     pad_cols = [c for c in ("_pad0", "_pad1") if c in (dts.response.names or ())]
     pad_nonzero = np.zeros(len(rsp_rec), dtype=bool)
     for c in pad_cols:
-        pad_nonzero |= rsp_rec[c].reshape(len(rsp_rec), -1).any(axis=1)
+        col = rsp_rec[c]
+        pad_nonzero |= col.reshape(len(col), -1).any(axis=1) if len(col) else False
 
     responses = pl.DataFrame(
         {
@@ -255,18 +293,32 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
     req_id[f_rows] = ids
     req_op[f_rows] = ops
 
-    def nullable(values: np.ndarray[Any, Any], valid: np.ndarray[Any, Any], dtype: Any) -> pl.Series:
+    def nullable(
+        values: np.ndarray[Any, Any], valid: np.ndarray[Any, Any], dtype: Any
+    ) -> pl.Series:
         out = np.zeros(total, dtype=values.dtype if len(values) else np.uint64)
         mask = np.zeros(total, dtype=bool)
         out[f_rows] = values
         mask[f_rows] = valid
-        return pl.Series(out).cast(dtype).set(pl.Series(~mask), None)  # type: ignore[arg-type]
+        return pl.Series(out).cast(dtype).set(pl.Series(~mask), None)
 
     seen = np.where(answered, "via_response", "full")
     # pair via_response requests with responses whose id matches no full request in flight
-    via_id, via_op, via_ok = _assign_via_response(q_idx, answered, req_id, s_idx, rsp_rec, q_snap, s_snap)
-    req_id_s = pl.Series(np.where(answered, via_id, req_id)).set(pl.Series(answered & ~via_ok), None)
-    req_op_s = pl.Series(np.where(answered, via_op, req_op)).set(pl.Series(answered & ~via_ok), None)
+    via_id, via_op, via_ok = _assign_via_response(
+        q_idx=q_idx,
+        answered=answered,
+        req_id=req_id,
+        s_idx=s_idx,
+        rsp_rec=rsp_rec,
+        q_snap=q_snap,
+        s_snap=s_snap,
+    )
+    req_id_s = pl.Series(np.where(answered, via_id, req_id)).set(
+        pl.Series(answered & ~via_ok), None
+    )
+    req_op_s = pl.Series(np.where(answered, via_op, req_op)).set(
+        pl.Series(answered & ~via_ok), None
+    )
     indirect_op = nullable(in_v["indirect_op"], is_in, pl.UInt8)
 
     requests = pl.DataFrame(
@@ -287,7 +339,7 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         }
     )
     requests = schema.conform(requests, "requests")
-    mutations = _mutations(r, hdr, slots, dts, key_cols, prev_ns)
+    mutations = _mutations(r=r, hdr=hdr, slots=slots, dts=dts, key_cols=key_cols, prev_ns=prev_ns)
     del nsnap
     return {
         "requests": requests,
@@ -295,11 +347,13 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         "gaps": pl.DataFrame(gaps, schema=schema.GAPS_SCHEMA) if gaps else schema.empty("gaps"),
         "mutations": mutations,
         "anomalies": pl.DataFrame(anomalies, schema=ANOMALIES_SCHEMA)
-        if anomalies else pl.DataFrame(schema=ANOMALIES_SCHEMA),
+        if anomalies
+        else pl.DataFrame(schema=ANOMALIES_SCHEMA),
     }
 
 
 def _assign_via_response(
+    *,
     q_idx: np.ndarray[Any, Any],
     answered: np.ndarray[Any, Any],
     req_id: np.ndarray[Any, Any],
@@ -358,6 +412,7 @@ _REQ_FIELDS_BY_OP = ("operation", "nr_segments", "handle", "id", "sector_number"
 
 
 def _mutations(
+    *,
     r: _RingInput,
     hdr: np.ndarray[Any, Any],
     slots: np.ndarray[Any, Any],
@@ -388,8 +443,15 @@ def _mutations(
         old = a[j : j + 1].view(dts.request_rw)[0]
         new = b[j : j + 1].view(dts.request_rw)[0]
         names = [f for f in (dts.request_rw.names or ()) if not np.array_equal(old[f], new[f])]
-        rows.append({**key_cols, "ns": int(r.ns[i]), "prev_ns": int(prev_ns[i]),
-                     "idx": int(idx[j]), "fields": ",".join(names)})
+        rows.append(
+            {
+                **key_cols,
+                "ns": int(r.ns[i]),
+                "prev_ns": int(prev_ns[i]),
+                "idx": int(idx[j]),
+                "fields": ",".join(names),
+            }
+        )
     return pl.DataFrame(rows, schema=schema.MUTATIONS_SCHEMA) if rows else schema.empty("mutations")
 
 

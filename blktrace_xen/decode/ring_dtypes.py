@@ -17,7 +17,16 @@ from construct import Array, Bytes, Default, FixedSized, FormatField, Renamed, S
 
 from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, blkif_structs
 
-_STRUCT_TO_NUMPY = {"B": "u1", "b": "i1", "H": "u2", "h": "i2", "L": "u4", "l": "i4", "Q": "u8", "q": "i8"}
+_STRUCT_TO_NUMPY = {
+    "B": "u1",
+    "b": "i1",
+    "H": "u2",
+    "h": "i2",
+    "L": "u4",
+    "l": "i4",
+    "Q": "u8",
+    "q": "i8",
+}
 
 
 def dtype_of(con: Any) -> np.dtype[Any]:
@@ -79,7 +88,7 @@ def blkif_dtypes(abi: str) -> BlkifDtypes:
 
     def entry(con: Any) -> np.dtype[Any]:
         dt = dtype_of(con)
-        fields = dt.fields or {}
+        fields: dict[str, Any] = dict(dt.fields or {})
         return np.dtype(
             {
                 "names": list(fields),

@@ -130,13 +130,16 @@ class _Walker:
             parsed = InterfaceDescriptionBody.parse(body)
         except ConstructError as exc:
             raise MalformedRecord(
-                "ringcap", f"bad interface description block: {exc}",
-                path=self.path, offset=offset, record_index=index,
+                "ringcap",
+                f"bad interface description block: {exc}",
+                path=self.path,
+                offset=offset,
+                record_index=index,
             ) from exc
         opts = {o.code: bytes(o.value) for o in parsed.options if o.code != 0}
         name = opts.get(IF_NAME, b"").decode("utf-8", "replace")
         iface = _Iface(linktype=parsed.linktype, name=name)
-        if IF_TSRESOL in opts and opts[IF_TSRESOL]:
+        if opts.get(IF_TSRESOL):
             iface.ts_num, iface.ts_den = _tsresol(opts[IF_TSRESOL][0])
         else:
             iface.ts_num, iface.ts_den = 1000, 1  # pcapng default: microseconds
@@ -144,14 +147,15 @@ class _Walker:
             self._ring_params(iface, opts, index, offset)
         self.ifaces.append(iface)
 
-    def _ring_params(
-        self, iface: _Iface, opts: dict[int, bytes], index: int, offset: int
-    ) -> None:
+    def _ring_params(self, iface: _Iface, opts: dict[int, bytes], index: int, offset: int) -> None:
         where = f"block #{index} at offset {offset:#x}: interface {len(self.ifaces)}"
         m = _IF_NAME_RE.match(iface.name)
         if not m:
-            self.warn("iface", f"{where}: if_name {iface.name!r} is not vbd/<domid>/<vdev>/q<queue>; "
-                      "its snapshots are skipped")
+            self.warn(
+                "iface",
+                f"{where}: if_name {iface.name!r} is not vbd/<domid>/<vdev>/q<queue>; "
+                "its snapshots are skipped",
+            )
             return
         params = parse_if_description(opts.get(IF_DESCRIPTION, b"").decode("utf-8", "replace"))
         try:
@@ -162,14 +166,21 @@ class _Walker:
                 raise ValueError(f"unknown protocol {abi!r}")
             geo = ring_geometry(abi, order)
             if "nr-ents" in params and int(params["nr-ents"]) != geo.nr_ents:
-                raise ValueError(f"nr-ents={params['nr-ents']} but the geometry gives {geo.nr_ents}")
+                raise ValueError(
+                    f"nr-ents={params['nr-ents']} but the geometry gives {geo.nr_ents}"
+                )
         except (KeyError, ValueError, DecodeError) as exc:
-            self.warn("iface", f"{where} ({iface.name}): if_description lacks valid ring parameters "
-                      f"(need protocol=, ring-page-order=): {exc}; its snapshots are skipped")
+            self.warn(
+                "iface",
+                f"{where} ({iface.name}): if_description lacks valid ring parameters "
+                f"(need protocol=, ring-page-order=): {exc}; its snapshots are skipped",
+            )
             return
         except Exception as exc:  # ModelUsageError from ring_geometry
-            self.warn("iface", f"{where} ({iface.name}): bad ring parameters: {exc}; "
-                      "its snapshots are skipped")
+            self.warn(
+                "iface",
+                f"{where} ({iface.name}): bad ring parameters: {exc}; its snapshots are skipped",
+            )
             return
         iface.key = (int(m[1]), int(m[2]), int(m[3]))
         iface.abi, iface.order, iface.backend_domid = abi, order, backend
@@ -219,8 +230,11 @@ def _decode(path: str, mm: Any, size: int) -> RingCapture:
     index = 0
     while off < size:
         if off + 8 > size:
-            w.warn("truncated", f"truncated block #{index} at offset {off:#x}: "
-                   f"need 8 header bytes, {size - off} left")
+            w.warn(
+                "truncated",
+                f"truncated block #{index} at offset {off:#x}: "
+                f"need 8 header bytes, {size - off} left",
+            )
             break
         btype, blen = _HEAD.unpack_from(mm, off)
         if btype == BT_SHB:
@@ -229,43 +243,71 @@ def _decode(path: str, mm: Any, size: int) -> RingCapture:
                 break
             (bom,) = _U32.unpack_from(mm, off + 8)
             if bom != BYTE_ORDER_MAGIC:
-                raise MalformedRecord("ringcap", "big-endian or corrupt section header "
-                                      f"(byte-order magic {bom:#010x}); only little-endian "
-                                      "sections are read", path=path, offset=off,
-                                      record_index=index, field="byte_order_magic")
+                raise MalformedRecord(
+                    "ringcap",
+                    "big-endian or corrupt section header "
+                    f"(byte-order magic {bom:#010x}); only little-endian "
+                    "sections are read",
+                    path=path,
+                    offset=off,
+                    record_index=index,
+                    field="byte_order_magic",
+                )
             iface_base = len(w.ifaces)
         elif index == 0:
-            raise MalformedRecord("ringcap", "first block is not a section header",
-                                  path=path, offset=off, record_index=index)
+            raise MalformedRecord(
+                "ringcap",
+                "first block is not a section header",
+                path=path,
+                offset=off,
+                record_index=index,
+            )
         if blen < 12 or blen % 4:
-            w.warn("corrupt", f"block #{index} at offset {off:#x}: block length {blen} is not a "
-                   "multiple of 4 >= 12; stopping here")
+            w.warn(
+                "corrupt",
+                f"block #{index} at offset {off:#x}: block length {blen} is not a "
+                "multiple of 4 >= 12; stopping here",
+            )
             break
         if off + blen > size:
-            w.warn("truncated", f"truncated block #{index} at offset {off:#x}: "
-                   f"need {blen} bytes, {size - off} left")
+            w.warn(
+                "truncated",
+                f"truncated block #{index} at offset {off:#x}: "
+                f"need {blen} bytes, {size - off} left",
+            )
             break
         (trail,) = _U32.unpack_from(mm, off + blen - 4)
         if trail != blen:
-            w.warn("corrupt", f"block #{index} at offset {off:#x}: trailing length {trail} "
-                   f"differs from {blen}; stopping here")
+            w.warn(
+                "corrupt",
+                f"block #{index} at offset {off:#x}: trailing length {trail} "
+                f"differs from {blen}; stopping here",
+            )
             break
         if btype == BT_IDB:
             w.idb(bytes(mm[off + 8 : off + blen - 4]), index, off)
         elif btype == BT_EPB:
             if blen < 32:
-                w.warn("corrupt", f"block #{index} at offset {off:#x}: enhanced packet block "
-                       f"of {blen} bytes is too short")
+                w.warn(
+                    "corrupt",
+                    f"block #{index} at offset {off:#x}: enhanced packet block "
+                    f"of {blen} bytes is too short",
+                )
             else:
                 ifid, ts_hi, ts_lo, caplen, _orig = _EPB.unpack_from(mm, off + 8)
                 data = off + 28
                 end = off + blen - 4
                 if data + caplen > end:
-                    w.warn("corrupt", f"block #{index} at offset {off:#x}: captured length "
-                           f"{caplen} overruns the block")
+                    w.warn(
+                        "corrupt",
+                        f"block #{index} at offset {off:#x}: captured length "
+                        f"{caplen} overruns the block",
+                    )
                 elif iface_base + ifid >= len(w.ifaces):
-                    w.warn("iface", f"block #{index} at offset {off:#x}: packet on undeclared "
-                           f"interface {ifid}")
+                    w.warn(
+                        "iface",
+                        f"block #{index} at offset {off:#x}: packet on undeclared interface {ifid}",
+                    )
                 else:
                     iface = w.ifaces[iface_base + ifid]
                     ns = ((ts_hi << 32) | ts_lo) * iface.ts_num // iface.ts_den
@@ -273,12 +315,18 @@ def _decode(path: str, mm: Any, size: int) -> RingCapture:
                     tsc = _tsc_from_options(mm, opt_start, end) if opt_start < end else None
                     if iface.linktype == LINKTYPE_USER0:
                         if iface.key is None:
-                            w.warn("skip", f"block #{index} at offset {off:#x}: snapshot on "
-                                   f"interface {ifid} without ring parameters skipped")
+                            w.warn(
+                                "skip",
+                                f"block #{index} at offset {off:#x}: snapshot on "
+                                f"interface {ifid} without ring parameters skipped",
+                            )
                         elif caplen != iface.nbytes:
-                            w.warn("size", f"block #{index} at offset {off:#x}: snapshot of "
-                                   f"{caplen} bytes on {iface.name}, expected {iface.nbytes} "
-                                   f"({iface.abi}, ring-page-order {iface.order}); skipped")
+                            w.warn(
+                                "size",
+                                f"block #{index} at offset {off:#x}: snapshot of "
+                                f"{caplen} bytes on {iface.name}, expected {iface.nbytes} "
+                                f"({iface.abi}, ring-page-order {iface.order}); skipped",
+                            )
                         else:
                             lists = snaps.setdefault(iface.key, ([], [], []))
                             lists[0].append(ns)
@@ -288,8 +336,11 @@ def _decode(path: str, mm: Any, size: int) -> RingCapture:
                         text = bytes(mm[data : data + caplen]).decode("utf-8", "replace")
                         p, sep, v = text.rstrip("\n").partition("=")
                         if not sep:
-                            w.warn("xenstore", f"block #{index} at offset {off:#x}: xenstore "
-                                   f"packet {text[:60]!r} is not path=value")
+                            w.warn(
+                                "xenstore",
+                                f"block #{index} at offset {off:#x}: xenstore "
+                                f"packet {text[:60]!r} is not path=value",
+                            )
                         else:
                             xs[0].append(ns)
                             xs[1].append(tsc)
@@ -401,25 +452,55 @@ def iter_ringcap_dump(path: str | Path) -> Iterator[str]:
     streams = derive_ring_streams(cap)
     lines: list[tuple[int, int, str]] = []
     for r in cap.snapshots.iter_rows(named=True):
-        lines.append((r["ns"], 0, f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} snap "
-                      f"#{r['snap']} req_prod={r['req_prod']} req_event={r['req_event']} "
-                      f"rsp_prod={r['rsp_prod']} rsp_event={r['rsp_event']}"
-                      + ("" if r["tsc"] is None else f" tsc={r['tsc']}")))
+        lines.append(
+            (
+                r["ns"],
+                0,
+                f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} snap "
+                f"#{r['snap']} req_prod={r['req_prod']} req_event={r['req_event']} "
+                f"rsp_prod={r['rsp_prod']} rsp_event={r['rsp_event']}"
+                + ("" if r["tsc"] is None else f" tsc={r['tsc']}"),
+            )
+        )
     for r in cap.xenstore.iter_rows(named=True):
         lines.append((r["ns"], 1, f"{r['ns']} xenstore {r['path']}={r['value']}"))
     for r in streams.requests.iter_rows(named=True):
-        lines.append((r["ns"], 2, f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} request "
-                      f"idx={r['idx']} id={r['id']} op={r['operation']} "
-                      f"sector={r['sector_number']} nr_sectors={r['nr_sectors']} seen={r['seen']}"))
+        lines.append(
+            (
+                r["ns"],
+                2,
+                f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} request "
+                f"idx={r['idx']} id={r['id']} op={r['operation']} "
+                f"sector={r['sector_number']} nr_sectors={r['nr_sectors']} seen={r['seen']}",
+            )
+        )
     for r in streams.responses.iter_rows(named=True):
-        lines.append((r["ns"], 3, f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} response "
-                      f"idx={r['idx']} id={r['id']} op={r['operation']} status={r['status']}"))
+        lines.append(
+            (
+                r["ns"],
+                3,
+                f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} response "
+                f"idx={r['idx']} id={r['id']} op={r['operation']} status={r['status']}",
+            )
+        )
     for r in streams.gaps.iter_rows(named=True):
-        lines.append((r["ns"], 4, f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} gap "
-                      f"{r['producer']} from_idx={r['from_idx']} count={r['count']}"))
+        lines.append(
+            (
+                r["ns"],
+                4,
+                f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} gap "
+                f"{r['producer']} from_idx={r['from_idx']} count={r['count']}",
+            )
+        )
     for r in streams.anomalies.iter_rows(named=True):
-        lines.append((r["ns"], 5, f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} anomaly "
-                      f"{r['kind']} {r['producer']} {r['old']} -> {r['new']}"))
+        lines.append(
+            (
+                r["ns"],
+                5,
+                f"{r['ns']} vbd/{r['domid']}/{r['vdev']}/q{r['queue']} anomaly "
+                f"{r['kind']} {r['producer']} {r['old']} -> {r['new']}",
+            )
+        )
     lines.sort(key=lambda t: (t[0], t[1]))
     for w in cap.warnings:
         yield f"# warning: {w}"

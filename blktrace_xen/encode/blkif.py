@@ -93,7 +93,10 @@ class RingPage:
     # --- slots ----------------------------------------------------------
     def slot(self, idx: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
         """The raw bytes of the slot holding ring index ``idx`` (a view)."""
-        return self._slots[(idx & _U32) & (self.geometry.nr_ents - 1)]
+        row: np.ndarray[Any, np.dtype[np.uint8]] = self._slots[
+            (idx & _U32) & (self.geometry.nr_ents - 1)
+        ]
+        return row
 
     def put_raw(self, idx: int, data: bytes, offset: int = 0) -> None:
         """Overwrite bytes of a slot as-is (torn writes, garbage, stale bytes)."""
@@ -127,7 +130,9 @@ class RingPage:
         op = int(operation)
         if op in RW_OPS:
             if len(segments) > BLKIF_MAX_SEGMENTS_PER_REQUEST:
-                raise ModelUsageError(f"{len(segments)} segments > {BLKIF_MAX_SEGMENTS_PER_REQUEST}")
+                raise ModelUsageError(
+                    f"{len(segments)} segments > {BLKIF_MAX_SEGMENTS_PER_REQUEST}"
+                )
             rec = slot.view(self._dt.request_rw)[0]
             rec["nr_segments"] = len(segments) if nr_segments is None else nr_segments
             rec["handle"] = handle

@@ -26,15 +26,12 @@ from blktrace_xen.structs.pcapng import (
 )
 
 
-
 def ring_if_name(domid: int, vdev: int, queue: int) -> str:
     """The interface name of a ring: ``vbd/<frontend-domid>/<vdev>/q<queue>``."""
     return f"vbd/{domid}/{vdev}/q{queue}"
 
 
-def ring_if_description(
-    abi: str, ring_page_order: int, backend_domid: int, nr_ents: int
-) -> str:
+def ring_if_description(abi: str, ring_page_order: int, backend_domid: int, nr_ents: int) -> str:
     """The ring parameters as space-separated ``key=value`` pairs."""
     return (
         f"protocol={abi} ring-page-order={ring_page_order} "
