@@ -1,0 +1,432 @@
+"""xentrace dump -> Polars ``events`` (schema.EVENTS_SCHEMA) in xenalyze's order, streaming.
+
+Pipeline per block of whole windows (memory bounded by the block, not the file):
+window headers (:mod:`xentrace_walk`) -> record chain and columns
+(:mod:`xentrace_block`) -> per-CPU merge by TSC (:mod:`xentrace_merge`) -> ns.
+Wrap fillers are dropped; TRC_LOST_RECORDS rows stay in ``events`` and are also
+summarised in ``lost``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from blktrace_xen.decode.xentrace_block import decode_block
+from blktrace_xen.decode.xentrace_merge import Merger, tsc_to_ns, xenalyze_cpu_qhz
+from blktrace_xen.decode.xentrace_walk import Windows, scan_windows
+from blktrace_xen.errors import InputFileError, MalformedRecord
+from blktrace_xen.structs import xentrace as xt
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = [
+    "DEFAULT_CPU_MHZ",
+    "XentraceResult",
+    "iter_xentrace_chunks",
+    "read_xentrace",
+    "summarize_xentrace",
+    "tsc_to_ns",
+    "xenalyze_cpu_qhz",
+]
+
+DEFAULT_CPU_MHZ: Final = 2400.0
+_BYTES_PER_RECORD: Final = 20  # typical; sizes blocks from chunk_records
+
+
+@dataclass(frozen=True)
+class XentraceResult:
+    """A whole dump decoded: ``events`` in merged time order, ``lost`` and metadata."""
+
+    events: pl.DataFrame
+    lost: pl.DataFrame
+    meta: dict[str, Any]
+    warnings: list[str]
+
+
+@dataclass
+class _Run:
+    """Progress of one decode, filled in as blocks are read."""
+
+    path: str
+    cpu_mhz: float
+    cpu_mhz_default: bool
+    size: int = 0
+    windows: int = 0
+    records: int = 0
+    wraps: int = 0
+    cpus: set[int] = field(default_factory=set)
+    first_tsc: int | None = None
+    last_tsc: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def meta(self) -> dict[str, Any]:
+        first = self.first_tsc or 0
+        span = int(tsc_to_ns(np.array([self.last_tsc]), first, self.cpu_mhz)[0])
+        return {
+            "path": self.path,
+            "format": "xentrace",
+            "bytes": self.size,
+            "windows": self.windows,
+            "cpus": sorted(self.cpus),
+            "records": self.records,
+            "wrap_records": self.wraps,
+            "first_tsc": first,
+            "last_tsc": self.last_tsc,
+            "span_ns": span,
+            "cpu_mhz": self.cpu_mhz,
+            "cpu_mhz_default": self.cpu_mhz_default,
+            "cpu_qhz": xenalyze_cpu_qhz(self.cpu_mhz),
+            "warnings": list(self.warnings),
+        }
+
+
+def _cpu_mhz(cpu_mhz: float | None, warnings: list[str]) -> tuple[float, bool]:
+    if cpu_mhz is None:
+        warnings.append(
+            f"--cpu-mhz not given: using xenalyze's default {DEFAULT_CPU_MHZ:g} MHz "
+            "(`xl info` prints the host's cpu_mhz)"
+        )
+        return DEFAULT_CPU_MHZ, True
+    if not cpu_mhz > 0:
+        raise InputFileError("--cpu-mhz", f"must be positive, got {cpu_mhz}")
+    return float(cpu_mhz), False
+
+
+@contextmanager
+def _open_words(path: str | Path) -> Iterator[tuple[memoryview | bytes, npt.NDArray[np.uint32]]]:
+    """Map the file read-only; yield its bytes and a u32 view of its whole words."""
+    p = Path(path)
+    try:
+        fh = open(p, "rb")  # noqa: SIM115 - closed below, the map must outlive `with`
+    except FileNotFoundError:
+        raise InputFileError(p, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(p, "is a directory, expected a xentrace dump") from None
+    except OSError as exc:
+        raise InputFileError(p, f"cannot open: {exc.strerror}") from None
+    try:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise InputFileError(p, "is empty, expected a xentrace dump")
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            words = np.frombuffer(mm, dtype="<u4", count=size // 4)
+            try:
+                yield mm, words  # type: ignore[misc]
+            finally:
+                del words
+        finally:
+            # A caller still holding a view keeps the map alive until it is dropped.
+            with suppress(BufferError):
+                mm.close()
+    finally:
+        fh.close()
+
+
+def _blocks(win: Windows, budget_bytes: int) -> Iterator[tuple[int, int]]:
+    """[first, last) window index ranges of about ``budget_bytes`` each."""
+    i = 0
+    n = len(win.offset)
+    while i < n:
+        j = i
+        used = 0
+        while j < n and (j == i or used + win.size[j] + xt.CPU_CHANGE_SIZE <= budget_bytes):
+            used += win.size[j] + xt.CPU_CHANGE_SIZE
+            j += 1
+        yield i, j
+        i = j
+
+
+def _first_epoch(cpus: list[int]) -> list[int]:
+    """CPUs in the order xenalyze's start-up scan activates them (until a CPU repeats)."""
+    seen: list[int] = []
+    for c in cpus:
+        if c in seen:
+            break
+        seen.append(c)
+    return seen
+
+
+def _events_frame(out: dict[str, np.ndarray], first_tsc: int, cpu_mhz: float) -> pl.DataFrame:
+    import polars as pl
+
+    from blktrace_xen.schema import EVENTS_SCHEMA
+
+    emit = out["emit"]
+    ev = out["event"][emit]
+    tsc = out["tsc"][emit]
+    cols: dict[str, Any] = {
+        "cpu": out["cpu"][emit],
+        "tsc": tsc,
+        "has_tsc": out["has_tsc"][emit],
+        "ns": tsc_to_ns(tsc, first_tsc, cpu_mhz),
+        "event": ev,
+        "class": ((ev >> 16) & 0xFFF).astype(np.uint16),
+        "subclass": ((ev >> 12) & 0xF).astype(np.uint8),
+        "minor": (ev & 0xFFF).astype(np.uint16),
+        "n_extra": out["n_extra"][emit],
+    }
+    for i in range(xt.TRACE_EXTRA_MAX):
+        cols[f"d{i}"] = out[f"d{i}"][emit]
+    cols["file_offset"] = out["file_offset"][emit]
+    return pl.DataFrame(cols, schema=EVENTS_SCHEMA)
+
+
+def _iter_merged(
+    path: str | Path, run: _Run, chunk_records: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Merged element batches (every processed element, incl. wraps and virtual ones)."""
+    with _open_words(path) as (buf, words):
+        run.size = len(buf)
+        win = scan_windows(buf, path)
+        if win.short_offset is not None:
+            run.warnings.append(win.short_problem)
+        run.windows = len(win.offset)
+        if not win.offset:
+            raise MalformedRecord(
+                "xentrace", "no complete cpu-change window header", path=path, offset=0
+            )
+        last_window: dict[int, int] = {}
+        for i, c in enumerate(win.cpu):
+            last_window[c] = i
+        merger = Merger(_first_epoch(win.cpu))
+        late = [c for c in dict.fromkeys(win.cpu) if c not in merger.activation]
+        if late:
+            run.warnings.append(
+                f"cpu {late} first appear(s) after the first round of windows; their first "
+                "records may be ordered differently from xenalyze"
+            )
+        budget = max(chunk_records * _BYTES_PER_RECORD, 1 << 16)
+        n_win = len(win.offset)
+        short_is_last = win.short_offset is not None
+        for a, b in _blocks(win, budget):
+            start = win.offset[a]
+            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(buf))
+            block = decode_block(
+                words[start // 4 : end // 4],
+                start,
+                win.offset[a:b],
+                win.cpu[a:b],
+                win.size[a:b],
+                path=path,
+            )
+            if block.truncated_at is not None:
+                if not (short_is_last and b == n_win):
+                    raise MalformedRecord(
+                        "xentrace",
+                        "record runs past the end of its window",
+                        path=path,
+                        offset=block.truncated_at,
+                    )
+                run.warnings.append(
+                    f"incomplete last record at offset {block.truncated_at:#x} ignored"
+                )
+            event = block.header & np.uint32(xt.TRC_EVENT_MASK)
+            is_wrap = event == xt.TRC_TRACE_WRAP_BUFFER
+            run.wraps += int(is_wrap.sum())
+            run.records += int((~is_wrap).sum())
+            if block.has_tsc.any():
+                run.last_tsc = max(run.last_tsc, int(block.tsc[block.has_tsc].max()))
+            cols_all: dict[str, np.ndarray] = {
+                "tsc": block.tsc,
+                "has_tsc": block.has_tsc,
+                "event": event,
+                "n_extra": block.n_extra,
+                "file_offset": block.file_offset,
+                "emit": ~is_wrap,
+                "counts": np.ones(len(event), dtype=np.bool_),
+            }
+            for i in range(xt.TRACE_EXTRA_MAX):
+                cols_all[f"d{i}"] = block.data[i]
+            present = np.unique(block.cpu)
+            single = len(present) == 1
+            for cpu in present.tolist():
+                run.cpus.add(cpu)
+                if single:
+                    merger.add(cpu, dict(cols_all))
+                else:
+                    sel = np.flatnonzero(block.cpu == cpu)
+                    merger.add(cpu, {k: v[sel] for k, v in cols_all.items()})
+            live = {c for c, last in last_window.items() if last >= b}
+            limit = merger.horizon(live) if live else None
+            if live and limit is None:
+                continue
+            out = merger.take(limit)
+            if out is not None:
+                yield out
+        rest = merger.take(None)
+        if rest is not None:
+            yield rest
+
+
+def _note_first_tsc(run: _Run, out: dict[str, np.ndarray]) -> None:
+    if run.first_tsc is not None:
+        return
+    cand = np.flatnonzero(out["counts"] & (out["tsc"] != 0))
+    if cand.size:
+        run.first_tsc = int(out["order"][cand[0]])
+
+
+def iter_xentrace_chunks(
+    path: str | Path,
+    *,
+    cpu_mhz: float | None = None,
+    chunk_records: int = 1 << 20,
+    _run: _Run | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Yield ``events`` frames in merged order; memory is bounded by ``chunk_records``.
+
+    ``ns`` uses xenalyze's first TSC (the first processed record with a TSC).
+    """
+    warnings: list[str] = []
+    mhz, default = _cpu_mhz(cpu_mhz, warnings)
+    run = _run if _run is not None else _Run(str(path), mhz, default)
+    run.cpu_mhz, run.cpu_mhz_default = mhz, default
+    run.warnings.extend(warnings)
+    for out in _iter_merged(path, run, chunk_records):
+        _note_first_tsc(run, out)
+        frame = _events_frame(out, run.first_tsc or 0, mhz)
+        if frame.height:
+            yield frame
+
+
+def lost_frame(events: pl.DataFrame, first_tsc: int, cpu_mhz: float) -> pl.DataFrame:
+    """``lost`` rows (schema.LOST_SCHEMA) from the TRC_LOST_RECORDS rows of ``events``."""
+    import polars as pl
+
+    from blktrace_xen.schema import LOST_SCHEMA
+
+    rows = events.filter(
+        (pl.col("event") == xt.TRC_LOST_RECORDS) & (pl.col("n_extra") == xt.LOST_RECORDS_WORDS)
+    )
+    first = rows["d2"].to_numpy().astype(np.uint64) | (
+        rows["d3"].to_numpy().astype(np.uint64) << np.uint64(32)
+    )
+    d1 = rows["d1"].to_numpy()
+    return pl.DataFrame(
+        {
+            "cpu": rows["cpu"],
+            "ns": rows["ns"],
+            "first_ns": tsc_to_ns(first, first_tsc, cpu_mhz),
+            "count": rows["d0"],
+            "domid": (d1 & 0xFFFF).astype(np.uint16),
+            "vcpu": (d1 >> 16).astype(np.uint16),
+        },
+        schema=LOST_SCHEMA,
+    )
+
+
+def read_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> XentraceResult:
+    """Decode a whole xentrace dump.
+
+    Raises InputFileError for a missing/empty file and DecodeError for bytes that
+    are not a xentrace dump (naming the offset and what was expected). A short
+    last window is a warning; its complete records are kept.
+    """
+    import polars as pl
+
+    from blktrace_xen.schema import EVENTS_SCHEMA
+
+    mhz, default = _cpu_mhz(cpu_mhz, [])
+    run = _Run(str(path), mhz, default)
+    frames = list(iter_xentrace_chunks(path, cpu_mhz=cpu_mhz, _run=run))
+    events = pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=EVENTS_SCHEMA)
+    meta = run.meta()
+    lost = lost_frame(events, meta["first_tsc"], mhz)
+    meta["lost_records"] = int(lost["count"].sum()) if lost.height else 0
+    meta["lost_events"] = lost.height
+    return XentraceResult(events=events, lost=lost, meta=meta, warnings=list(run.warnings))
+
+
+def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dict[str, Any]:
+    """What ``blktrace-xen info`` prints: a full decode without the merge or a frame.
+
+    Returns meta plus ``per_class`` (class name -> records), ``per_cpu`` and ``lost``.
+    NumPy only, so the command starts fast.
+    """
+    warnings: list[str] = []
+    mhz, default = _cpu_mhz(cpu_mhz, warnings)
+    run = _Run(str(path), mhz, default, warnings=warnings)
+    class_counts = np.zeros(4096, dtype=np.int64)
+    per_cpu: dict[int, int] = {}
+    first_tsc: int | None = None
+    lost: list[dict[str, int]] = []
+    with _open_words(path) as (buf, words):
+        run.size = len(buf)
+        win = scan_windows(buf, path)
+        if win.short_offset is not None:
+            run.warnings.append(win.short_problem)
+        run.windows = len(win.offset)
+        if not win.offset:
+            raise MalformedRecord(
+                "xentrace", "no complete cpu-change window header", path=path, offset=0
+            )
+        n_win = len(win.offset)
+        for a, b in _blocks(win, 64 << 20):
+            start = win.offset[a]
+            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(buf))
+            block = decode_block(
+                words[start // 4 : end // 4], start, win.offset[a:b], win.cpu[a:b],
+                win.size[a:b], path=path, fields=False,
+            )  # fmt: skip
+            if block.truncated_at is not None:
+                if not (win.short_offset is not None and b == n_win):
+                    raise MalformedRecord(
+                        "xentrace", "record runs past the end of its window",
+                        path=path, offset=block.truncated_at,
+                    )  # fmt: skip
+                run.warnings.append(
+                    f"incomplete last record at offset {block.truncated_at:#x} ignored"
+                )
+            event = block.header & np.uint32(xt.TRC_EVENT_MASK)
+            keep = event != xt.TRC_TRACE_WRAP_BUFFER
+            run.wraps += int(len(event) - int(keep.sum()))
+            ev = event[keep]
+            run.records += len(ev)
+            class_counts += np.bincount((ev >> 16) & 0xFFF, minlength=4096)
+            cpus = block.cpu[keep]
+            for c, k in zip(*np.unique(cpus, return_counts=True), strict=True):
+                per_cpu[int(c)] = per_cpu.get(int(c), 0) + int(k)
+                run.cpus.add(int(c))
+            has = block.has_tsc
+            if has.any():
+                t = block.tsc[has]
+                lo = int(t.min())
+                first_tsc = lo if first_tsc is None else min(first_tsc, lo)
+                run.last_tsc = max(run.last_tsc, int(t.max()))
+            for off in block.file_offset[event == xt.TRC_LOST_RECORDS].tolist():
+                w = off // 4
+                hdr = int(words[w])
+                n = (hdr >> 28) & 7
+                if n != xt.LOST_RECORDS_WORDS or not hdr >> 31:
+                    continue
+                d = words[w + 3 : w + 7].tolist()
+                lost.append(
+                    {
+                        "offset": off,
+                        "count": d[0],
+                        "domid": d[1] & 0xFFFF,
+                        "vcpu": d[1] >> 16,
+                        "first_tsc": d[2] | d[3] << 32,
+                    }
+                )
+    run.first_tsc = first_tsc
+    meta = run.meta()
+    meta["per_class"] = {
+        xt.CLASS_NAMES.get(c, f"{c:#05x}"): int(class_counts[c])
+        for c in np.flatnonzero(class_counts).tolist()
+    }
+    meta["per_cpu"] = {str(c): per_cpu[c] for c in sorted(per_cpu)}
+    meta["lost"] = lost
+    meta["lost_records"] = sum(x["count"] for x in lost)
+    return meta

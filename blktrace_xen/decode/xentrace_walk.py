@@ -1,0 +1,271 @@
+"""xentrace framing: window headers, and the record chain found without a per-record loop.
+
+A dump is one chain of ``t_rec`` records (the 12-byte window headers are
+``t_rec`` too); a record's length follows from its first word alone, so the
+chain is a sequential dependency. :func:`walk_chain` breaks it with
+"speculative lanes" (docs/performance-notes.md §2): walk every lane of
+``LANE_WORDS`` words from its own start at once, then walk exactly from each
+lane's true entry until it meets its speculative path. xentrace records
+resynchronise within a few records, so the exact walks are short; data built to
+never resynchronise falls back to a plain sequential walk, still exact.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from blktrace_xen.errors import MalformedRecord
+from blktrace_xen.structs import xentrace as xt
+
+LANE_WORDS: Final = 2048
+_MAX_ROUNDS: Final = 6
+
+
+def _derive_len_lut() -> npt.NDArray[np.int64]:
+    """Record length in words for each top nibble of the header, read from the declaration."""
+    lut = np.zeros(16, dtype=np.int64)
+    for nibble in range(16):
+        probe = struct.pack("<I", nibble << xt.TRC_HD_EXTRA_SHIFT) + bytes(40)
+        stream = io.BytesIO(probe)
+        xt.t_rec.parse_stream(stream)
+        lut[nibble] = stream.tell() // 4
+    return lut
+
+
+LEN_LUT: Final = _derive_len_lut()
+
+
+@dataclass(slots=True)
+class Windows:
+    """The window headers of a dump, in file order (offsets in bytes)."""
+
+    offset: list[int] = field(default_factory=list)
+    cpu: list[int] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    # Set when the last window (or its header) runs past the end of the file.
+    short_offset: int | None = None
+    short_problem: str = ""
+
+
+def scan_windows(buf: memoryview | bytes, path: str | Path | None = None) -> Windows:
+    """Follow the cpu-change headers from offset 0; garbage raises MalformedRecord.
+
+    A header or window cut short by the end of the file is not an error (a killed
+    xentrace leaves one): it is reported in ``short_offset`` and kept.
+    """
+    size = len(buf)
+    out = Windows()
+    off = 0
+    unpack = struct.Struct("<IiI").unpack_from
+    while off < size:
+        if size - off < xt.CPU_CHANGE_SIZE:
+            out.short_offset = off
+            out.short_problem = (
+                f"{size - off} trailing bytes at offset {off:#x} are less than a "
+                f"{xt.CPU_CHANGE_SIZE}-byte cpu-change header; ignored"
+            )
+            break
+        header, cpu, wsize = unpack(buf, off)
+        if header != xt.CPU_CHANGE_HEADER:
+            raise MalformedRecord(
+                "xentrace",
+                f"expected a TRC_TRACE_CPU_CHANGE window header {xt.CPU_CHANGE_HEADER:#010x}, "
+                f"found {header:#010x}",
+                path=path,
+                offset=off,
+                record_index=len(out.offset),
+                field="header",
+            )
+        if not 0 <= cpu < xt.MAX_CPUS:
+            raise MalformedRecord(
+                "xentrace",
+                f"window header names cpu {cpu}, expected 0..{xt.MAX_CPUS - 1}",
+                path=path,
+                offset=off,
+                record_index=len(out.offset),
+                field="cpu",
+            )
+        if wsize % 4:
+            raise MalformedRecord(
+                "xentrace",
+                f"window_size {wsize} is not a multiple of 4 (records are whole u32 words)",
+                path=path,
+                offset=off,
+                record_index=len(out.offset),
+                field="window_size",
+            )
+        out.offset.append(off)
+        out.cpu.append(cpu)
+        out.size.append(wsize)
+        end = off + xt.CPU_CHANGE_SIZE + wsize
+        if end > size:
+            out.short_offset = off
+            out.short_problem = (
+                f"last window at offset {off:#x} claims {wsize} bytes but the file ends "
+                f"after {size - off - xt.CPU_CHANGE_SIZE}; its complete records are kept"
+            )
+            break
+        off = end
+    return out
+
+
+def walk_sequential(words: npt.NDArray[np.uint32], start: int) -> npt.NDArray[np.int64]:
+    """Chain positions from ``start`` with one step per record (fallback and reference)."""
+    n = len(words)
+    lut = LEN_LUT.tolist()
+    seq = words.tolist() if n < 1 << 16 else None
+    out: list[int] = []
+    p = start
+    if seq is not None:
+        while p < n:
+            out.append(p)
+            p += lut[seq[p] >> 28]
+    else:
+        while p < n:
+            out.append(p)
+            p += lut[int(words[p]) >> 28]
+    return np.asarray(out, dtype=np.int64)
+
+
+def walk_chain(
+    words: npt.NDArray[np.uint32], start: int = 0, lane_words: int = LANE_WORDS
+) -> npt.NDArray[np.int64]:
+    """Word index of every record header on the chain from ``start`` that begins before the end.
+
+    Exact: equal to :func:`walk_sequential` for every input (a property test checks it).
+    """
+    n = len(words)
+    if n - start <= 4 * lane_words:
+        return walk_sequential(words, start)
+    lut = LEN_LUT
+    starts = np.arange(start, n, lane_words, dtype=np.int64)
+    k = len(starts)
+    ends = np.minimum(starts + lane_words, n)
+
+    # 1. Speculative walk of every lane from its own first word.
+    mark = np.zeros(n, dtype=np.bool_)
+    spec_exit = np.empty(k, dtype=np.int64)
+    lanes = np.arange(k, dtype=np.int64)
+    cur = starts.copy()
+    spec_steps: list[npt.NDArray[np.int64]] = []
+    while lanes.size:
+        spec_steps.append(cur)
+        nxt = cur + lut[words[cur] >> 28]
+        inside = nxt < ends[lanes]
+        if not inside.all():
+            done = ~inside
+            spec_exit[lanes[done]] = nxt[done]
+            lanes = lanes[inside]
+            nxt = nxt[inside]
+        cur = nxt
+    spec = np.concatenate(spec_steps)
+    mark[spec] = True
+
+    # 2. Exact walk of each lane from its entry until it meets the speculative
+    #    path ("converges"); a lane that does not converge changes the entry of
+    #    the next one, which is then walked again.
+    conv = np.empty(k, dtype=np.int64)  # first position kept from the speculative path
+    exit_ = np.empty(k, dtype=np.int64)
+    entry = np.empty(k, dtype=np.int64)
+    entry[0] = start
+    entry[1:] = spec_exit[:-1]
+    exact_lane: list[npt.NDArray[np.int64]] = []
+    exact_pos: list[npt.NDArray[np.int64]] = []
+    exact_round: list[int] = []
+    lane_round = np.zeros(k, dtype=np.int64)
+    todo = np.arange(k, dtype=np.int64)
+    rounds = 0
+    while todo.size:
+        rounds += 1
+        if rounds > _MAX_ROUNDS:
+            return _finish_sequential(
+                words=words, first_bad=todo[0], entry=entry, starts=starts, conv=conv,
+                exact_lane=exact_lane, exact_pos=exact_pos, exact_round=exact_round,
+                lane_round=lane_round, spec=spec, mark=mark,
+            )  # fmt: skip
+        lane_round[todo] = rounds
+        p = entry[todo]
+        ln = todo
+        while ln.size:
+            inl = p < ends[ln]
+            hit = np.zeros(ln.size, dtype=np.bool_)
+            hit[inl] = mark[p[inl]]
+            if hit.any():
+                conv[ln[hit]] = p[hit]
+                exit_[ln[hit]] = spec_exit[ln[hit]]
+            out = ~inl
+            if out.any():
+                conv[ln[out]] = ends[ln[out]]
+                exit_[ln[out]] = p[out]
+            walk = inl & ~hit
+            ln = ln[walk]
+            p = p[walk]
+            if ln.size:
+                exact_lane.append(ln)
+                exact_pos.append(p)
+                exact_round.append(rounds)
+                p = p + lut[words[p] >> 28]
+        wrong = np.flatnonzero(entry[1:] != exit_[:-1]) + 1
+        entry[wrong] = exit_[wrong - 1]
+        todo = wrong
+    return _assemble(
+        spec=spec, mark=mark, starts=starts, conv=conv, exact_lane=exact_lane,
+        exact_pos=exact_pos, exact_round=exact_round, lane_round=lane_round,
+        start=start, lane_words=lane_words,
+    )  # fmt: skip
+
+
+def _assemble(
+    *,
+    spec: npt.NDArray[np.int64],
+    mark: npt.NDArray[np.bool_],
+    starts: npt.NDArray[np.int64],
+    conv: npt.NDArray[np.int64],
+    exact_lane: list[npt.NDArray[np.int64]],
+    exact_pos: list[npt.NDArray[np.int64]],
+    exact_round: list[int],
+    lane_round: npt.NDArray[np.int64],
+    start: int,
+    lane_words: int,
+) -> npt.NDArray[np.int64]:
+    spec_lane = (spec - start) // lane_words
+    mark[spec[spec < conv[spec_lane]]] = False
+    for ln, pos, rnd in zip(exact_lane, exact_pos, exact_round, strict=True):
+        current = lane_round[ln] == rnd
+        mark[pos[current]] = True
+    return np.flatnonzero(mark).astype(np.int64, copy=False)
+
+
+def _finish_sequential(
+    *,
+    words: npt.NDArray[np.uint32],
+    first_bad: np.int64,
+    entry: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    conv: npt.NDArray[np.int64],
+    exact_lane: list[npt.NDArray[np.int64]],
+    exact_pos: list[npt.NDArray[np.int64]],
+    exact_round: list[int],
+    lane_round: npt.NDArray[np.int64],
+    spec: npt.NDArray[np.int64],
+    mark: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int64]:
+    """Lanes before ``first_bad`` are exact; walk the rest one record at a time."""
+    lane_words = int(starts[1] - starts[0])
+    start = int(starts[0])
+    head = _assemble(
+        spec=spec, mark=mark, starts=starts, conv=conv, exact_lane=exact_lane,
+        exact_pos=exact_pos, exact_round=exact_round, lane_round=lane_round,
+        start=start, lane_words=lane_words,
+    )  # fmt: skip
+    cut = int(starts[first_bad])
+    head = head[head < cut]
+    tail = walk_sequential(words, int(entry[first_bad]))
+    return np.concatenate([head, tail])
