@@ -46,7 +46,7 @@ def test_duplicate_response_fires_and_id_reuse_is_fine() -> None:
         responses=[{"ns": 4_000_000, "id": 5, "idx": 0}, {"ns": 9_000_000, "id": 5, "idx": 1}],
     )
     f = found("duplicate-response", dup)
-    assert f.height == 1 and f["ns"][0] == 9_000_000
+    assert f.height == 1 and (f["ns"][0], f["ns_end"][0]) == (4_000_000, 9_000_000)
     assert json.loads(f["evidence"][0])["first_ns"] == 4_000_000
     reuse = frames.streams(
         requests=[{"ns": 0, "id": 5}, {"ns": 5, "id": 5}],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from blktrace_xen.analyses.emit import RING
-from blktrace_xen.analyses.timeline import REQ, timeline
+from blktrace_xen.analyses.timeline import REQ, RSP, timeline
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
 
@@ -17,16 +17,17 @@ SECTOR_BYTES = 512
 def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     """Queue depth (requests in flight on the ring, this one included) at each issue, by ``by``.
 
-    The running count of requests minus responses is relative: a trace that
-    starts with requests in flight sees their responses first and dips below
-    zero. The ring's lowest dip is how many were in flight unseen, so it is
-    added back.
+    The running count of requests minus responses misses requests issued
+    before the trace began. Each response with no earlier request answers one
+    of those, so at any time the ring also held every such response still to
+    come: they are added back.
     """
     tl = timeline(streams).lazy().rename({"op": "operation"})
     if any(k not in tl.collect_schema().names() for k in by):
         return None
-    floor = pl.min_horizontal(pl.col("inflight").min().over(RING), pl.lit(0))
-    reqs = tl.with_columns((pl.col("inflight") - floor).alias("depth")).filter(pl.col("kind") == REQ)
+    unseen = ((pl.col("kind") == RSP) & pl.col("prev_kind").is_null()).cast(pl.Int64)
+    still_to_come = unseen.sum().over(RING) - unseen.cum_sum().over(RING)
+    reqs = tl.with_columns((pl.col("inflight") + still_to_come).alias("depth")).filter(pl.col("kind") == REQ)
     return reqs.group_by(by).agg(
         pl.col("depth").mean().alias("qd_mean"),
         pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),

@@ -135,9 +135,10 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
     A request for the same id lost from the trace (lost records, a ring-capture
     gap) between the two responses; confidence is lowered when they overlap.
     """
+    # The window runs from the first response: a request lost in between would explain it.
     rows = _responses(streams).filter(pl.col("prev_kind") == RSP).with_columns(
-        pl.col("prev_ns").alias("first_ns")
-    )
+        pl.col("prev_ns").alias("first_ns"), pl.col("ns").alias("dup_ns"), pl.col("ns").alias("ns_end")
+    ).with_columns(pl.col("first_ns").alias("ns"))
     return emit(
         rows,
         "duplicate-response",
@@ -145,7 +146,7 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
             "{}: id {} answered again at {} ms (idx {}) with no new request since its response at {} ms",
             ring_label(),
             "id",
-            ms("ns"),
+            ms("dup_ns"),
             pl.col("idx").cast(pl.String).fill_null("?"),
             ms("first_ns"),
         ),
