@@ -143,6 +143,7 @@ def log_histogram(
 ) -> pl.DataFrame:
     """Counts of positive ``value`` in log-spaced bins shared by every group.
 
+    Bins are half-open ``[lo, hi)`` except the last, which holds the maximum.
     Values below 1 (a response stamped in the same nanosecond as its request)
     count in the first bin, so the per-group sum of ``count`` equals the
     group's row count exactly. Output: ``by..., lo, hi, count`` with ``lo`` /
@@ -161,12 +162,14 @@ def log_histogram(
         )
     top = float(data.select(pl.col(value).max()).item())
     bottom = data.select(pl.col(value).filter(pl.col(value) >= 1).min()).item()
-    log_hi = math.log10(max(top, 1.0)) + 1e-9
+    log_hi = math.log10(max(top, 1.0))
     log_lo = math.log10(max(float(bottom or 1.0), 1.0))
-    log_lo = min(log_lo, log_hi - 1e-6)
+    log_lo = min(log_lo, log_hi - 1e-6)  # one distinct value still gets a bin of width > 0
     step = (log_hi - log_lo) / bins
     index = (
-        ((pl.col(value).cast(pl.Float64).clip(lower_bound=1.0).log10() - log_lo) / step)
+        # + 1e-9: polars' log10(1000) is 2.9999999999999996; a value on an edge
+        # belongs to the bin that starts there.
+        ((pl.col(value).cast(pl.Float64).clip(lower_bound=1.0).log10() - log_lo) / step + 1e-9)
         .floor()
         .clip(0, bins - 1)
         .cast(pl.Int64)

@@ -321,7 +321,7 @@ def render_html(data: ReportData) -> str:
 
     out.append('<section id="btt"><h2>btt table</h2>')
     if data.btt is not None and data.btt.height:
-        out.append(_table(data.btt))
+        out.append('<div style="overflow-x:auto">' + _table(data.btt) + "</div>")
     else:
         out.append("<p>No btt table was computed.</p>")
     out.append("</section>")

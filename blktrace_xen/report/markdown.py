@@ -12,8 +12,10 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+import polars as pl
+
 from blktrace_xen import schema
-from blktrace_xen.report.data import ReportData
+from blktrace_xen.report.data import ReportData, op_name, ring_label
 
 WIDTH = 72
 MAX_CELL = 40  # longest cell before it is shortened with an ellipsis
@@ -69,6 +71,43 @@ def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(
         text, width=WIDTH, initial_indent=indent, subsequent_indent=" " * len(indent)
     ) or [""]
+
+
+# The btt columns a mail has room for; the HTML report shows them all.
+BTT_COLUMNS: dict[str, str] = {
+    "count": "n",
+    "completed": "done",
+    "errors": "err",
+    "iops": "iops",
+    "lat_p50_ns": "p50 ns",
+    "lat_p99_ns": "p99 ns",
+    "lat_max_ns": "max ns",
+    "qd_max": "qd max",
+}
+
+
+def _btt(btt: pl.DataFrame) -> list[str]:
+    """The btt table narrowed for a mail: one ring label, the op name, the key columns."""
+    frame = btt
+    lead: list[str] = []
+    if all(k in frame.columns for k in schema.RING_KEY):
+        labels = [ring_label(*k) for k in frame.select(schema.RING_KEY).iter_rows()]
+        frame = frame.with_columns(pl.Series("ring", labels, dtype=pl.String))
+        lead.append("ring")
+    if "operation" in frame.columns:
+        names = [op_name(o) for o in frame["operation"].to_list()]
+        frame = frame.with_columns(pl.Series("op", names, dtype=pl.String))
+        lead.append("op")
+    keep = [c for c in BTT_COLUMNS if c in frame.columns]
+    if not lead and not keep:
+        keep = frame.columns
+    narrowed = frame.select(*lead, *keep)
+    headers = [BTT_COLUMNS.get(c, c) for c in narrowed.columns]
+    digits = {BTT_COLUMNS.get(c, c): 0 for c in narrowed.columns if c.endswith("_ns")}
+    lines = text_table(headers, narrowed.rows(), {"iops": 1, **digits})
+    if len(narrowed.columns) < len(btt.columns):
+        lines += ["", "(more columns in the HTML report)"]
+    return lines
 
 
 def render_markdown(data: ReportData, *, max_findings: int = 10) -> str:
@@ -137,7 +176,7 @@ def render_markdown(data: ReportData, *, max_findings: int = 10) -> str:
 
     if data.btt is not None and data.btt.height:
         out += ["## btt table", ""]
-        out += text_table(data.btt.columns, data.btt.rows())
+        out += _btt(data.btt)
         out.append("")
 
     if data.verdicts:

@@ -81,14 +81,12 @@ def report(
 ) -> None:
     """Write an offline HTML incident report (and optionally a Markdown summary)."""
     with handle_errors(traceback):
-        from blktrace_xen import analyses
-        from blktrace_xen.analyses.run import run_rules
+        from blktrace_xen.analyses import btt_table, run_rules
         from blktrace_xen.report import assemble, write_report
 
         streams = _load(files, cpu_mhz)
         findings = run_rules(streams)
-        btt_fn = getattr(analyses, "btt_table", None)
-        btt = btt_fn(streams) if btt_fn is not None else None
+        btt = btt_table(streams)
         logics = [x.strip() for x in (replay or "").split(",") if x.strip()]
         data = assemble(
             streams,
