@@ -1,0 +1,480 @@
+"""The blkif backend of one ring, as an I/O-free state machine (one object per instance).
+
+The machine owns the backend's private ring indices (``req_cons``, ``rsp_prod_pvt``), its
+requests in flight, the ring mapping and its state; its :class:`BackendLogic` decides what
+the driver does on connect/bind, disconnect, unbind, removal and around each I/O. The
+primitives below (:meth:`Backend.stop`, :meth:`Backend.complete_goal`, :meth:`Backend.unmap`,
+...) are what a logic calls; they are the driver's building blocks, not policies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
+from blktrace_xen.model.events import (
+    BackendHalted,
+    DisconnectAnswered,
+    DiskWrite,
+    Notify,
+    RefChanged,
+    RequestConsumed,
+    ResponsePushed,
+    RingMapped,
+    RingUnmapped,
+    ShutdownDone,
+    StateChanged,
+)
+from blktrace_xen.model.ring import (
+    BLKIF_MAX_SEGMENTS_PER_REQUEST,
+    BLKIF_OP_INDIRECT,
+    BLKIF_OP_READ,
+    BLKIF_OP_WRITE,
+    BLKIF_RSP_ERROR,
+    BLKIF_RSP_OKAY,
+    KNOWN_OPS,
+    MASK32,
+    Req,
+    Rsp,
+    SharedRing,
+)
+from blktrace_xen.model.state import BACK_TRANSITIONS, BACK_XENBUS, BackState
+
+if TYPE_CHECKING:
+    from blktrace_xen.model.logic import BackendLogic
+    from blktrace_xen.model.system import RingSystem
+
+S_CONNECTED = BackState.CONNECTED
+S_HALTED = BackState.HALTED
+S_DRAINING = BackState.DRAINING
+S_DISCONNECTED = BackState.DISCONNECTED
+S_GONE = BackState.GONE
+
+
+class Backend:
+    """One backend instance attached (or once attached) to ``sys.ring``.
+
+    Public attributes a logic may read or set: ``req_cons``, ``rsp_prod_pvt``, ``refcnt``,
+    ``goal`` (why the backend is stopping: "disconnect", "destroy", "unbind", "remove"),
+    ``pending_destroy``, ``ring`` (the page this instance maps), ``mapped``,
+    ``inflight`` (id -> request), ``state``, ``instance`` (its number), ``sys``.
+    """
+
+    __slots__ = (
+        "after_handoff",
+        "goal",
+        "inflight",
+        "instance",
+        "logic",
+        "mapped",
+        "overflow",
+        "pending_destroy",
+        "refcnt",
+        "req_cons",
+        "ring",
+        "rsp_prod_pvt",
+        "state",
+        "sys",
+    )
+
+    def __init__(self, sys: RingSystem, logic: BackendLogic, instance: int) -> None:
+        self.sys = sys
+        self.logic = logic
+        self.instance = instance
+        self.ring: SharedRing = sys.ring
+        self.state = S_DISCONNECTED
+        self.mapped = False
+        self.req_cons = 0
+        self.rsp_prod_pvt = 0
+        self.inflight: dict[int, Req] = {}
+        self.overflow: list[Req] = []  # requests whose id collided with one in flight
+        self.refcnt = 1  # xbdback: one reference held by the instance itself
+        self.goal: str | None = None
+        self.pending_destroy = False
+        self.after_handoff = False
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def inflight_count(self) -> int:
+        return len(self.inflight) + len(self.overflow)
+
+    def illegal(self, event: str, problem: str) -> FrontendProtocolError:
+        return FrontendProtocolError(
+            self.sys.ring_name, f"backend#{self.instance} {self.state.value}", event, problem
+        )
+
+    def check_legal(self, event: str) -> frozenset[BackState]:
+        allowed = BACK_TRANSITIONS[self.state].get(event)
+        if allowed is None:
+            raise self.illegal(event, "not a legal event in this state")
+        return allowed
+
+    def set_state(self, t_ns: int, state: BackState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(
+                StateChanged(
+                    t_ns=t_ns,
+                    ring=self.sys.key,
+                    side="back",
+                    backend=self.instance,
+                    state=state.value,
+                    xenbus=BACK_XENBUS[state],
+                )
+            )
+
+    def violate(
+        self,
+        t_ns: int,
+        invariant: str,
+        req_id: int | None,
+        idx: int | None,
+        message: str,
+        **evidence: Any,
+    ) -> None:
+        evidence.setdefault("backend", self.instance)
+        self.sys.violate(t_ns, invariant, req_id, idx, message, evidence)
+
+    # --------------------------------------------------------- primitives for logics
+
+    def map_at(self, t_ns: int, idx: int) -> None:
+        """Map the ring with ``req_cons = rsp_prod_pvt = idx`` (BACK_RING_ATTACH(idx); idx 0
+        is BACK_RING_INIT) and connect."""
+        self.ring = self.sys.ring
+        self.req_cons = idx & MASK32
+        self.rsp_prod_pvt = idx & MASK32
+        self.mapped = True
+        self.goal = None
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(
+                RingMapped(
+                    t_ns=t_ns,
+                    ring=self.sys.key,
+                    backend=self.instance,
+                    req_cons=self.req_cons,
+                    rsp_prod_pvt=self.rsp_prod_pvt,
+                )
+            )
+        self.set_state(t_ns, S_CONNECTED)
+
+    def unmap(self, t_ns: int) -> None:
+        if self.mapped:
+            self.mapped = False
+            acts = self.sys.actions
+            if acts is not None:
+                acts.append(RingUnmapped(t_ns=t_ns, ring=self.sys.key, backend=self.instance))
+
+    def answer_disconnect(self, t_ns: int) -> None:
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(DisconnectAnswered(t_ns=t_ns, ring=self.sys.key, backend=self.instance))
+
+    def publish_shutdown_done(self, t_ns: int) -> None:
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(ShutdownDone(t_ns=t_ns, ring=self.sys.key, backend=self.instance))
+
+    def ref(self, t_ns: int, delta: int) -> int:
+        """xbdi_get (+1) / xbdi_put (-1); returns the new count."""
+        self.refcnt += delta
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(
+                RefChanged(
+                    t_ns=t_ns,
+                    ring=self.sys.key,
+                    backend=self.instance,
+                    delta=delta,
+                    refcnt=self.refcnt,
+                )
+            )
+        return self.refcnt
+
+    def start_target(self, t_ns: int) -> None:
+        """Migration: let the toolstack start the guest on the target now."""
+        self.after_handoff = True
+        self.sys.start_target(t_ns)
+
+    def stop(self, t_ns: int, goal: str, *, wait: bool) -> None:
+        """Stop consuming for ``goal``. ``wait``: keep the ring until the I/O in flight has
+        completed (:meth:`complete_goal` runs at the last completion); else complete now."""
+        self.goal = goal
+        if wait and self.inflight_count:
+            self.set_state(t_ns, S_DRAINING)
+        else:
+            self.complete_goal(t_ns)
+
+    def complete_goal(self, t_ns: int) -> None:
+        """Finish what :meth:`stop` started: unmap the ring and answer/publish as the goal
+        requires; the logic's ``finish`` hook may add to it."""
+        goal = self.goal or "disconnect"
+        self.unmap(t_ns)
+        if goal in ("disconnect", "destroy"):
+            self.answer_disconnect(t_ns)
+        if goal in {"destroy", "remove"} or self.pending_destroy:
+            self.set_state(t_ns, S_GONE)
+        else:
+            self.set_state(t_ns, S_DISCONNECTED)
+        self.logic.finished(self, t_ns, goal)
+
+    # ------------------------------------------------------------------ inputs
+
+    def consume(self, t_ns: int) -> None:
+        state = self.state
+        allowed = self.check_legal("BackConsume")
+        if state is S_HALTED:
+            return
+        if state is S_DRAINING and not self.logic.consumes_while_draining:
+            return
+        ring = self.ring
+        rp = ring.req_prod
+        nr_ents = ring.nr_ents
+        if ((rp - self.rsp_prod_pvt) & MASK32) > nr_ents and self.logic.checks_request_overflow:
+            # RING_REQUEST_PROD_OVERFLOW in __do_block_io_op: "Frontend provided bogus ring
+            # requests ... Halting ring processing".
+            self.set_state(t_ns, S_HALTED)
+            self._check(allowed, "BackConsume")
+            acts = self.sys.actions
+            if acts is not None:
+                acts.append(
+                    BackendHalted(
+                        t_ns=t_ns,
+                        ring=self.sys.key,
+                        backend=self.instance,
+                        req_prod=rp,
+                        rsp_prod_pvt=self.rsp_prod_pvt,
+                    )
+                )
+            self.violate(
+                t_ns,
+                "backend-halted",
+                None,
+                rp,
+                f"req_prod {rp} - rsp_prod_pvt {self.rsp_prod_pvt} > {nr_ents}: "
+                "backend parked the ring",
+                req_prod=rp,
+                rsp_prod_pvt=self.rsp_prod_pvt,
+            )
+            return
+        rc = self.req_cons
+        acts = self.sys.actions
+        inflight = self.inflight
+        logic = self.logic
+        key = self.sys.key
+        while rc != rp and ((rc - self.rsp_prod_pvt) & MASK32) < nr_ents:
+            req = ring.read_request(rc)
+            idx = rc
+            rc = (rc + 1) & MASK32
+            self.req_cons = rc
+            if acts is not None:
+                acts.append(
+                    RequestConsumed(
+                        t_ns=t_ns,
+                        ring=key,
+                        backend=self.instance,
+                        idx=idx,
+                        id=req.id,
+                        seq=req.seq,
+                        operation=req.operation,
+                        sector_number=req.sector_number,
+                        nr_sectors=req.nr_sectors,
+                        nr_segments=req.nr_segments,
+                    )
+                )
+            op = req.operation
+            if (
+                op not in KNOWN_OPS
+                or (
+                    op <= BLKIF_OP_WRITE
+                    and not 0 < req.nr_segments <= BLKIF_MAX_SEGMENTS_PER_REQUEST
+                )
+                or op == BLKIF_OP_INDIRECT
+            ):
+                # Rejected at once with BLKIF_RSP_ERROR (blkback: dispatch_rw_block_io's
+                # "fail_response"; xbdback: EINVAL), never reaches the disk.
+                self.violate(
+                    t_ns,
+                    "invalid-request",
+                    req.id,
+                    idx,
+                    f"consumed slot {idx} decodes to op {op} with {req.nr_segments} segments",
+                    garbage=req.garbage,
+                )
+                self._respond(t_ns, req, BLKIF_RSP_ERROR)
+                continue
+            if req.id in inflight:
+                self.violate(
+                    t_ns,
+                    "duplicate-in-flight-id",
+                    req.id,
+                    idx,
+                    f"id {req.id} consumed at {idx} while already in flight",
+                )
+                self.overflow.append(req)
+            else:
+                inflight[req.id] = req
+            logic.io_started(self, req, t_ns)
+        # RING_FINAL_CHECK_FOR_REQUESTS before sleeping.
+        ring.req_event = (rc + 1) & MASK32
+        self._check(allowed, "BackConsume")
+
+    def find(self, id: int | None, seq: int | None) -> Req | None:
+        if seq is not None:
+            for req in self.inflight.values():
+                if req.seq == seq:
+                    return req
+            for req in self.overflow:
+                if req.seq == seq:
+                    return req
+            return None
+        if id is None:
+            return None
+        found = self.inflight.get(id)
+        if found is None:
+            for r in self.overflow:
+                if r.id == id:
+                    return r
+        return found
+
+    def complete(self, t_ns: int, req: Req, status: int) -> None:
+        """The disk finished ``req`` (found with :meth:`find`)."""
+        allowed = self.check_legal("BackComplete")
+        if self.inflight.get(req.id) is req:
+            del self.inflight[req.id]
+            if self.overflow:
+                for i, r in enumerate(self.overflow):
+                    if r.id == req.id:
+                        self.inflight[req.id] = self.overflow.pop(i)
+                        break
+        else:
+            self.overflow.remove(req)
+        sys = self.sys
+        data: tuple[int, ...] | None = None
+        disk = sys.disk
+        op = req.operation
+        if status == BLKIF_RSP_OKAY and op == BLKIF_OP_WRITE:
+            if self.after_handoff:
+                self.violate(
+                    t_ns,
+                    "write-after-handoff",
+                    req.id,
+                    None,
+                    f"write #{req.seq} reached the disk from the source backend "
+                    "after the guest was started on the target",
+                    seq=req.seq,
+                )
+            if disk is not None:
+                for p in disk.apply_write(req.seq, req.sector_number, req.nr_sectors):
+                    self.violate(
+                        t_ns, p.invariant, req.id, None, p.message, seq=p.seq, **p.evidence
+                    )
+            if sys.actions is not None:
+                sys.actions.append(
+                    DiskWrite(
+                        t_ns=t_ns,
+                        ring=sys.key,
+                        backend=self.instance,
+                        seq=req.seq,
+                        sector_number=req.sector_number,
+                        nr_sectors=req.nr_sectors,
+                    )
+                )
+        elif status == BLKIF_RSP_OKAY and op == BLKIF_OP_READ and disk is not None:
+            data = disk.read(req.sector_number, req.nr_sectors)
+        self._respond(t_ns, req, status, data)
+        self.logic.io_done(self, req, t_ns)
+        if self.state is S_DRAINING and not self.inflight_count and self.goal is not None:
+            self.logic.drained(self, t_ns)
+        self._check(allowed, "BackComplete")
+
+    def respond_raw(self, t_ns: int, rsp_id: int, operation: int, status: int) -> None:
+        """A response that answers nothing the disk did (misbehaving backend)."""
+        allowed = self.check_legal("BackRespond")
+        self._respond(t_ns, Req(rsp_id, operation, 0, 0, 0, -1, 0), status)
+        self._check(allowed, "BackRespond")
+
+    def _respond(
+        self, t_ns: int, req: Req, status: int, data: tuple[int, ...] | None = None
+    ) -> None:
+        sys = self.sys
+        if not self.mapped:
+            self.violate(
+                t_ns,
+                "response-after-unmap",
+                req.id,
+                self.rsp_prod_pvt,
+                f"response to id {req.id} (#{req.seq}) written after the ring was "
+                f"unmapped (backend {self.state.value})",
+                seq=req.seq,
+            )
+            return
+        ring = self.ring
+        idx = self.rsp_prod_pvt
+        ring.write_response(idx, Rsp(req.id, req.operation, status, data))
+        new = (idx + 1) & MASK32
+        self.rsp_prod_pvt = new
+        # RING_PUSH_RESPONSES_AND_CHECK_NOTIFY
+        ring.rsp_prod = new
+        acts = sys.actions
+        if acts is not None:
+            acts.append(
+                ResponsePushed(
+                    t_ns=t_ns,
+                    ring=sys.key,
+                    backend=self.instance,
+                    idx=idx,
+                    id=req.id,
+                    seq=req.seq,
+                    operation=req.operation,
+                    status=status,
+                )
+            )
+            if ((new - ring.rsp_event) & MASK32) < 1:
+                acts.append(Notify(t_ns=t_ns, ring=sys.key, side="back"))
+        if ring is sys.ring and ((ring.req_prod - new) & MASK32) > ring.nr_ents:
+            sys.producer_violation(t_ns)
+
+    def _check(self, allowed: frozenset[BackState], event: str) -> None:
+        if self.state not in allowed:
+            raise ModelUsageError(
+                f"logic {self.logic.name!r} moved backend#{self.instance} to "
+                f"{self.state.value} on {event}; allowed: "
+                + ", ".join(sorted(s.value for s in allowed))
+            )
+
+    # -------------------------------------------------------------- control inputs
+
+    def control(self, t_ns: int, event: str) -> None:
+        """Disconnect / Unbind / DomainDestroy / Handoff / Bind."""
+        allowed = self.check_legal(event)
+        logic = self.logic
+        if event == "Bind":
+            self.ring = self.sys.ring
+            if not logic.attach(self, t_ns):
+                self.set_state(t_ns, S_DISCONNECTED)
+        elif event == "Disconnect":
+            logic.disconnect(self, t_ns, "disconnect")
+        elif event == "DomainDestroy":
+            if self.state is S_DISCONNECTED:
+                self.unmap(t_ns)
+                self.set_state(t_ns, S_GONE)
+            elif self.state is S_DRAINING:
+                self.pending_destroy = True
+            else:
+                logic.disconnect(self, t_ns, "destroy")
+        elif event == "Unbind":
+            logic.unbind(self, t_ns)
+        elif event == "Handoff":
+            if self.state is S_DISCONNECTED:
+                self.set_state(t_ns, S_GONE)
+                self.start_target(t_ns)
+            else:
+                logic.remove(self, t_ns)
+        else:  # pragma: no cover - the caller only passes the names above
+            raise ModelUsageError(f"unknown control event {event}")
+        self._check(allowed, event)

@@ -1,0 +1,371 @@
+"""The blkif frontend of one ring, as an I/O-free state machine.
+
+The machine owns ``req_prod_pvt``/``rsp_cons`` and ``outstanding`` — the model's *truth*
+about every request the guest issued and has not seen answered (by ring id). Its
+:class:`FrontendLogic` owns ids and the shadow; comparing the two is how the model catches
+a shadow that forgot something (seed 003).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
+from blktrace_xen.model.events import (
+    FrontMutateSlot,
+    FrontSubmit,
+    Notify,
+    RequestPushed,
+    RequestReissued,
+    ResponseConsumed,
+    StateChanged,
+)
+from blktrace_xen.model.ring import BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_OKAY, MASK32, Req
+from blktrace_xen.model.state import FRONT_TRANSITIONS, FRONT_XENBUS, FrontState
+
+if TYPE_CHECKING:
+    from blktrace_xen.model.logic import FrontendLogic
+    from blktrace_xen.model.system import RingSystem
+
+F_CONNECTED = FrontState.CONNECTED
+F_ERROR = FrontState.ERROR
+F_SUSPENDED = FrontState.SUSPENDED
+F_CLOSED = FrontState.CLOSED
+
+
+class Frontend:
+    __slots__ = ("answered", "logic", "outstanding", "req_prod_pvt", "rsp_cons", "state", "sys")
+
+    def __init__(self, sys: RingSystem, logic: FrontendLogic, start_idx: int) -> None:
+        self.sys = sys
+        self.logic = logic
+        self.state = F_CONNECTED
+        self.req_prod_pvt = start_idx & MASK32
+        self.rsp_cons = start_idx & MASK32
+        self.outstanding: dict[int, Req] = {}
+        self.answered: set[int] = set()  # ids answered and not issued again since
+        logic.setup(self, sys.ring.nr_ents)
+
+    def illegal(self, event: str, problem: str) -> FrontendProtocolError:
+        return FrontendProtocolError(
+            self.sys.ring_name, f"frontend {self.state.value}", event, problem
+        )
+
+    def check_legal(self, event: str) -> frozenset[FrontState]:
+        allowed = FRONT_TRANSITIONS[self.state].get(event)
+        if allowed is None:
+            raise self.illegal(event, "not a legal event in this state")
+        return allowed
+
+    def set_state(self, t_ns: int, state: FrontState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        acts = self.sys.actions
+        if acts is not None:
+            acts.append(
+                StateChanged(
+                    t_ns=t_ns,
+                    ring=self.sys.key,
+                    side="front",
+                    backend=None,
+                    state=state.value,
+                    xenbus=FRONT_XENBUS[state],
+                )
+            )
+
+    def violate(
+        self,
+        t_ns: int,
+        invariant: str,
+        req_id: int | None,
+        idx: int | None,
+        message: str,
+        **evidence: Any,
+    ) -> None:
+        evidence.setdefault("side", "front")
+        self.sys.violate(t_ns, invariant, req_id, idx, message, evidence)
+
+    # ------------------------------------------------------------------ inputs
+
+    def submit(self, ev: FrontSubmit) -> None:
+        self.check_legal("FrontSubmit")
+        ring = self.sys.ring
+        if ((self.req_prod_pvt - self.rsp_cons) & MASK32) >= ring.nr_ents:
+            raise self.illegal("FrontSubmit", f"ring full ({ring.nr_ents} requests unanswered)")
+        sys = self.sys
+        seq = sys.seq[0]
+        req = Req(
+            0, ev.operation, ev.sector_number, ev.nr_sectors, ev.nr_segments, seq, ev.data_version
+        )
+        rid = self.logic.log(self, req, ev.id)
+        sys.seq[0] = seq + 1
+        req.id = rid
+        outstanding = self.outstanding
+        old = outstanding.get(rid)
+        if old is not None:
+            # Only a corrupted id allocator gets here (e.g. a free list broken by a
+            # duplicate response): the older request can no longer be answered.
+            self.violate(
+                ev.t_ns,
+                "request-not-answered",
+                rid,
+                None,
+                f"id {rid} handed out again while #{old.seq} is outstanding",
+                seq=old.seq,
+            )
+            self._drop(old)
+        outstanding[rid] = req
+        self.answered.discard(rid)
+        disk = sys.disk
+        if disk is not None and ev.operation == BLKIF_OP_WRITE:
+            disk.issue_write(seq, ev.sector_number, ev.nr_sectors)
+        self.push(ev.t_ns, req, False)
+
+    def push(self, t_ns: int, req: Req, reissue: bool) -> None:
+        sys = self.sys
+        ring = sys.ring
+        idx = self.req_prod_pvt
+        ring.write_request(idx, req)
+        new = (idx + 1) & MASK32
+        self.req_prod_pvt = new
+        # RING_PUSH_REQUESTS_AND_CHECK_NOTIFY
+        ring.req_prod = new
+        acts = sys.actions
+        if acts is not None:
+            acts.append(
+                RequestPushed(
+                    t_ns=t_ns,
+                    ring=sys.key,
+                    idx=idx,
+                    id=req.id,
+                    seq=req.seq,
+                    operation=req.operation,
+                    sector_number=req.sector_number,
+                    nr_sectors=req.nr_sectors,
+                    nr_segments=req.nr_segments,
+                    reissue=reissue,
+                )
+            )
+            if ((new - ring.req_event) & MASK32) < 1:
+                acts.append(Notify(t_ns=t_ns, ring=sys.key, side="front"))
+        if ((new - ring.rsp_prod) & MASK32) > ring.nr_ents:
+            sys.producer_violation(t_ns)
+
+    def consume(self, t_ns: int) -> None:
+        allowed = self.check_legal("FrontConsume")
+        if self.state is not F_CONNECTED:
+            return  # interrupts are dropped while suspended or disabled
+        sys = self.sys
+        ring = sys.ring
+        rp = ring.rsp_prod
+        rc = self.rsp_cons
+        logic = self.logic
+        validates = logic.validates_responses
+        if ((rp - rc) & MASK32) > ring.nr_ents:
+            self.violate(
+                t_ns,
+                "implausible-response-producer",
+                None,
+                rp,
+                f"rsp_prod {rp} - rsp_cons {rc} > {ring.nr_ents}",
+                rsp_prod=rp,
+                rsp_cons=rc,
+            )
+            if validates:
+                self.set_state(t_ns, F_ERROR)  # "illegal number of responses"
+            else:
+                # A frontend without the check would walk ~2^32 slots of garbage; the
+                # model records the break and resynchronises instead.
+                self.rsp_cons = rp
+            self._check(allowed)
+            return
+        acts = sys.actions
+        outstanding = self.outstanding
+        answered = self.answered
+        disk = sys.disk
+        key = sys.key
+        while rc != rp:
+            rsp = ring.read_response(rc)
+            idx = rc
+            rc = (rc + 1) & MASK32
+            if acts is not None:
+                acts.append(
+                    ResponseConsumed(
+                        t_ns=t_ns,
+                        ring=key,
+                        idx=idx,
+                        id=rsp.id,
+                        operation=rsp.operation,
+                        status=rsp.status,
+                    )
+                )
+            rid = rsp.id
+            req = outstanding.get(rid)
+            if req is None:
+                if rid in answered:
+                    self.violate(
+                        t_ns, "duplicate-response", rid, idx, f"second response for id {rid}"
+                    )
+                else:
+                    self.violate(
+                        t_ns,
+                        "response-not-in-flight",
+                        rid,
+                        idx,
+                        f"response for id {rid}, which is not outstanding",
+                    )
+                if validates:
+                    self.rsp_cons = rc
+                    self.set_state(t_ns, F_ERROR)
+                    break
+                logic.retire(self, rid)
+                continue
+            if rsp.operation != req.operation:
+                self.violate(
+                    t_ns,
+                    "response-op-mismatch",
+                    rid,
+                    idx,
+                    f"response op {rsp.operation} for a request with op {req.operation}",
+                    seq=req.seq,
+                )
+                if validates:
+                    self.rsp_cons = rc
+                    self.set_state(t_ns, F_ERROR)
+                    break
+            del outstanding[rid]
+            answered.add(rid)
+            logic.retire(self, rid)
+            if disk is not None:
+                op = req.operation
+                if op == BLKIF_OP_WRITE:
+                    if rsp.status == BLKIF_RSP_OKAY:
+                        disk.ack_write(req.seq)
+                    else:
+                        disk.fail_write(req.seq)
+                elif op == BLKIF_OP_READ and rsp.status == BLKIF_RSP_OKAY:
+                    for p in disk.verify_read(req.seq, req.sector_number, req.nr_sectors, rsp.data):
+                        self.violate(
+                            t_ns, p.invariant, rid, idx, p.message, seq=p.seq, **p.evidence
+                        )
+        else:
+            self.rsp_cons = rc
+            # RING_FINAL_CHECK_FOR_RESPONSES
+            ring.rsp_event = (rc + 1) & MASK32
+        self._check(allowed)
+
+    def _check(self, allowed: frozenset[FrontState]) -> None:
+        if self.state not in allowed:
+            raise ModelUsageError(f"frontend moved to {self.state.value} illegally")
+
+    def _drop(self, req: Req) -> None:
+        """``req`` will never be answered: for a write, it is lost unless already on disk."""
+        disk = self.sys.disk
+        if disk is None or req.operation != BLKIF_OP_WRITE:
+            return
+        disk.fail_write(req.seq)
+
+    def suspend(self, t_ns: int) -> None:
+        self.check_legal("Suspend")
+        self.set_state(t_ns, F_SUSPENDED)
+
+    def resume(self, t_ns: int, event: str) -> None:
+        """On a fresh ring (already installed in ``sys.ring``): re-issue what the logic
+        recovers, and account for every outstanding request it does not."""
+        self.check_legal(event)
+        sys = self.sys
+        ring = sys.ring
+        self.req_prod_pvt = ring.req_prod
+        self.rsp_cons = ring.rsp_prod
+        self.set_state(t_ns, F_CONNECTED)
+        outstanding = self.outstanding
+        reissued: set[int] = set()
+        acts = sys.actions
+        for req in self.logic.recover(self):
+            truth = outstanding.get(req.id)
+            if truth is not None:
+                req.seq = truth.seq
+                if req.key() != truth.key():
+                    self.violate(
+                        t_ns,
+                        "reissue-mismatch",
+                        req.id,
+                        self.req_prod_pvt,
+                        f"re-issued #{truth.seq} as op {req.operation} sector "
+                        f"{req.sector_number}+{req.nr_sectors} nseg "
+                        f"{req.nr_segments}, issued as op {truth.operation} sector "
+                        f"{truth.sector_number}+{truth.nr_sectors} nseg "
+                        f"{truth.nr_segments}",
+                        seq=truth.seq,
+                        original=truth.key(),
+                        reissued=req.key(),
+                    )
+                reissued.add(req.id)
+            if acts is not None:
+                acts.append(RequestReissued(t_ns=t_ns, ring=sys.key, id=req.id, seq=req.seq))
+            self.push(t_ns, req, True)
+        for rid in [r for r in outstanding if r not in reissued]:
+            req = outstanding.pop(rid)
+            self.violate(
+                t_ns,
+                "request-not-answered",
+                rid,
+                None,
+                f"#{req.seq} (op {req.operation}, sector {req.sector_number}) was "
+                "outstanding at suspend and is not re-issued",
+                seq=req.seq,
+            )
+            self._drop(req)
+            disk = sys.disk
+            if (
+                disk is not None
+                and req.operation == BLKIF_OP_WRITE
+                and disk.read(req.sector_number, req.nr_sectors) != (req.seq,) * req.nr_sectors
+            ):
+                self.violate(
+                    t_ns,
+                    "lost-write",
+                    rid,
+                    None,
+                    f"write #{req.seq} dropped at resume never reached the disk",
+                    seq=req.seq,
+                )
+
+    def close(self, t_ns: int, event: str) -> None:
+        self.check_legal(event)
+        self.set_state(t_ns, F_CLOSED)
+        for req in self.outstanding.values():
+            self._drop(req)
+        self.outstanding.clear()
+
+    def set_req_prod(self, t_ns: int, value: int) -> None:
+        self.check_legal("FrontSetReqProd")
+        ring = self.sys.ring
+        ring.req_prod = value & MASK32
+        if ((ring.req_prod - ring.rsp_prod) & MASK32) > ring.nr_ents:
+            self.sys.producer_violation(t_ns)
+
+    def mutate_slot(self, ev: FrontMutateSlot) -> None:
+        self.check_legal("FrontMutateSlot")
+        ring = self.sys.ring
+        idx = ev.idx & MASK32
+        if ((ring.req_prod - idx - 1) & MASK32) >= ring.nr_ents:
+            raise self.illegal("FrontMutateSlot", f"index {idx} is not a published request")
+        old = ring.slot_req[idx & ring.mask]
+        if old is None:
+            raise self.illegal("FrontMutateSlot", f"slot of index {idx} holds no request")
+        changes = {
+            k: v
+            for k in ("operation", "sector_number", "nr_sectors", "nr_segments", "id")
+            if (v := getattr(ev, k)) is not None
+        }
+        ring.slot_req[idx & ring.mask] = old.copy(**changes)
+        self.violate(
+            ev.t_ns,
+            "slot-mutated",
+            old.id,
+            idx,
+            f"published request at {idx} rewritten: {changes}",
+            **changes,
+        )
