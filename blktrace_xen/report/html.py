@@ -377,7 +377,7 @@ def render_html(data: ReportData) -> str:
 
     blob = json.dumps(
         {"summary": s, "provenance": p, "verdict": data.verdict}, sort_keys=True, default=str
-    ).replace("</", "<\\/")
+    ).replace("<", "\\u003c")  # nothing inside the script element can look like a tag
     out.append(f'<script type="application/json" id="bx-summary">{blob}</script>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"

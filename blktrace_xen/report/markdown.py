@@ -29,7 +29,7 @@ def _cell(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         text = f"{value:.{digits}f}"
     else:
-        text = str(value).replace("|", "/").replace("\n", " ")
+        text = _plain(str(value)).replace("|", "/").replace("\n", " ")
     if len(text) > MAX_CELL:
         text = text[: MAX_CELL - 1] + "…"
     return text
@@ -67,9 +67,14 @@ def text_table(
     return [line(list(headers)), rule, *(line(r) for r in cells)]
 
 
+def _plain(text: str) -> str:
+    """Text from the trace, made inert: a backslash keeps ``<`` from starting HTML."""
+    return text.replace("<", "\\<")
+
+
 def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(
-        text, width=WIDTH, initial_indent=indent, subsequent_indent=" " * len(indent)
+        _plain(text), width=WIDTH, initial_indent=indent, subsequent_indent=" " * len(indent)
     ) or [""]
 
 
@@ -114,7 +119,7 @@ def render_markdown(data: ReportData, *, max_findings: int = 10) -> str:
     """The summary as Markdown text (no HTML anywhere)."""
     s = data.summary
     p = data.provenance
-    out: list[str] = [f"# {data.title}", "", *_wrap(data.verdict), ""]
+    out: list[str] = [f"# {_plain(data.title)}", "", *_wrap(data.verdict), ""]
     if data.generated:
         out += [f"Generated {data.generated}.", ""]
 
@@ -200,8 +205,10 @@ def render_markdown(data: ReportData, *, max_findings: int = 10) -> str:
         out.append("")
 
     out += ["## Provenance", ""]
+    if p["inputs"]:
+        out += ["Inputs (kind, path, sha256):", ""]
     for i in p["inputs"]:
-        out += [f"- {i['kind']} {i['path']}", f"  sha256 {i['sha256']}"]
+        out += [*_wrap(f"{i['kind']} {i['path']}", "- "), f"  {i['sha256']}"]
     mhz = p["cpu_mhz"]
     mhz_text = "unknown" if mhz is None else f"{mhz}"
     if p["cpu_mhz_default"]:
