@@ -43,7 +43,17 @@ class DiskOracle:
     for. ``pending[s]``: writes to *s* issued and not yet answered.
     """
 
-    __slots__ = ("acked", "acked_seqs", "applied", "intent", "media", "pending", "reads")
+    __slots__ = (
+        "acked",
+        "acked_seqs",
+        "applied",
+        "expect",
+        "intent",
+        "last_issue",
+        "media",
+        "pending",
+        "reads",
+    )
 
     def __init__(self) -> None:
         self.media: dict[int, int] = {}
@@ -51,14 +61,27 @@ class DiskOracle:
         self.acked_seqs: set[int] = set()
         self.intent: dict[int, tuple[int, int]] = {}
         self.pending: dict[int, int] = {}
+        self.last_issue: dict[int, int] = {}  # sector -> seq of the last write issued to it
+        self.expect: dict[int, tuple[int | None, ...]] = {}  # read seq -> expected per sector
         self.applied = 0
         self.reads = 0
 
     def issue_write(self, seq: int, sector: int, nr_sectors: int) -> None:
         self.intent[seq] = (sector, nr_sectors)
         pending = self.pending
+        last = self.last_issue
         for s in range(sector, sector + nr_sectors):
             pending[s] = pending.get(s, 0) + 1
+            last[s] = seq
+
+    def issue_read(self, seq: int, sector: int, nr_sectors: int) -> None:
+        """Remember what a read issued now must return: the acknowledged write per sector,
+        or None where a write is still pending (either version is then correct)."""
+        acked = self.acked
+        pending = self.pending
+        self.expect[seq] = tuple(
+            None if s in pending else acked.get(s, -1) for s in range(sector, sector + nr_sectors)
+        )
 
     def _unpend(self, seq: int) -> None:
         sector, nr = self.intent[seq]
@@ -121,17 +144,17 @@ class DiskOracle:
     def verify_read(
         self, seq: int, sector: int, nr_sectors: int, data: tuple[int, ...] | None
     ) -> list[DiskProblem]:
-        """The guest got a read back: every sector with no write pending must hold the last
-        acknowledged write (or be unwritten if none was acknowledged)."""
+        """The guest got read ``seq`` back: every sector that had no write pending when the
+        read was issued, and none issued since, must hold the write acknowledged then."""
         self.reads += 1
-        if data is None:
+        expect = self.expect.pop(seq, None)
+        if data is None or expect is None:
             return []
-        acked = self.acked
-        pending = self.pending
+        last = self.last_issue
         for i, s in enumerate(range(sector, sector + nr_sectors)):
-            if s in pending:
+            want = expect[i]
+            if want is None or last.get(s, -1) > seq:
                 continue
-            want = acked.get(s, -1)
             got = data[i] if i < len(data) else -1
             if got != want:
                 return [

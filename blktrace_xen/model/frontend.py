@@ -118,8 +118,11 @@ class Frontend:
         outstanding[rid] = req
         self.answered.discard(rid)
         disk = sys.disk
-        if disk is not None and ev.operation == BLKIF_OP_WRITE:
-            disk.issue_write(seq, ev.sector_number, ev.nr_sectors)
+        if disk is not None:
+            if ev.operation == BLKIF_OP_WRITE:
+                disk.issue_write(seq, ev.sector_number, ev.nr_sectors)
+            elif ev.operation == BLKIF_OP_READ:
+                disk.issue_read(seq, ev.sector_number, ev.nr_sectors)
         self.push(ev.t_ns, req, False)
 
     def push(self, t_ns: int, req: Req, reissue: bool) -> None:
