@@ -88,7 +88,7 @@ def test_truncated_capture_keeps_what_is_sound(tmp_path: Path) -> None:
     w = cap.warnings[0]
     assert (
         str(cut) in w
-        and "truncated block #8 at offset 0x3230" in w
+        and "truncated block #8 at offset 0x3260" in w
         and "need 16416 bytes, 16316 left" in w
     )
 

@@ -55,8 +55,9 @@ class RingCapture:
     """A decoded ring capture.
 
     ``rings`` follows RINGS_SCHEMA and ``snapshots`` SNAPSHOTS_SCHEMA;
-    ``pages[key]`` holds the raw ring areas of one ring as a (snapshots,
-    bytes) uint8 array, row ``i`` being snapshot ``snap == i``;
+    ``pages[key]`` holds the raw ring areas of one ring as a read-only
+    (snapshots, bytes) uint8 array, row ``i`` being snapshot ``snap == i``
+    (a view into a memory map of the file when the blocks are evenly spaced);
     ``xenstore`` has columns ns, tsc, path, value.
     """
 
@@ -374,15 +375,27 @@ def _assemble(
         },
         schema=schema.RINGS_SCHEMA,
     )
-    buf = np.frombuffer(mm, dtype=np.uint8)
+    # A read-only file mapping that outlives `mm`: pages of a regular capture
+    # are strided views into it (no copy, memory bounded by the page cache).
+    buf = np.memmap(path, dtype=np.uint8, mode="r") if snaps else np.zeros(0, np.uint8)
     pages: dict[RingKey, np.ndarray[Any, np.dtype[np.uint8]]] = {}
     frames = []
     for key, (nss, tscs, offs) in snaps.items():
         iface = ring_rows[key]
         offsets = np.asarray(offs, dtype=np.int64)
-        arr = np.empty((len(offsets), iface.nbytes), dtype=np.uint8)
-        for i, o in enumerate(offsets):
-            arr[i] = buf[o : o + iface.nbytes]
+        steps = np.diff(offsets)
+        if len(offsets) > 1 and (steps == steps[0]).all():
+            # one ring, equal blocks (the usual case): one strided copy
+            arr = np.lib.stride_tricks.as_strided(
+                buf[offsets[0] :],
+                shape=(len(offsets), iface.nbytes),
+                strides=(int(steps[0]), 1),
+                writeable=False,
+            )
+        else:
+            arr = np.empty((len(offsets), iface.nbytes), dtype=np.uint8)
+            for i, o in enumerate(offsets):
+                arr[i] = buf[o : o + iface.nbytes]
         pages[key] = arr
         hdr = arr[:, :16].copy().view("<u4") if len(arr) else np.zeros((0, 4), "<u4")
         n = len(offsets)

@@ -144,7 +144,9 @@ class RingcapWriter:
         if tsc is not None:
             # opt_comment: standard, shown by Wireshark/tshark, and needs no
             # private enterprise number as a custom option would.
-            v = f"tsc={tsc}".encode()
+            # Fixed width (20 digits hold any u64) keeps every snapshot block of a
+            # ring the same size, so readers can map the pages without copying.
+            v = f"tsc={tsc:020d}".encode()
             opts = struct.pack("<HH", OPT_COMMENT, len(v)) + v + b"\0" * (-len(v) % 4)
             opts += b"\0\0\0\0"
         pad = b"\0" * (-len(data) % 4)
