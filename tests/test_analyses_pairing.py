@@ -81,3 +81,27 @@ def test_bad_status() -> None:
     assert f["id"].to_list() == [1]
     ok = frames.streams(responses=[{"ns": 1, "id": 1, "status": s} for s in (0, -1, -2)])
     assert found("response-bad-status", ok).is_empty()
+
+
+def test_one_snapshot_with_two_cycles_of_an_id_is_not_a_duplicate() -> None:
+    # A polled capture: request, response, next request, next response of id 2 at one ns.
+    s = frames.streams(
+        requests=[{"ns": 7, "id": 2, "operation": 0}, {"ns": 7, "id": 2, "operation": 1}],
+        responses=[{"ns": 7, "id": 2, "operation": 0}, {"ns": 7, "id": 2, "operation": 1}],
+    )
+    assert found("duplicate-response", s).is_empty()
+    assert found("response-op-mismatch", s).is_empty()
+    # A third response in that snapshot is one too many.
+    s3 = frames.streams(
+        requests=[{"ns": 7, "id": 2}, {"ns": 7, "id": 2}],
+        responses=[{"ns": 7, "id": 2}, {"ns": 7, "id": 2}, {"ns": 7, "id": 2}],
+    )
+    assert found("duplicate-response", s3).height == 1
+
+
+def test_old_responses_in_a_first_snapshot_are_not_duplicates() -> None:
+    s = frames.streams(
+        requests=[{"ns": 5, "id": 2}],
+        responses=[{"ns": 0, "id": 2, "idx": 1}, {"ns": 0, "id": 2, "idx": 9}, {"ns": 6, "id": 2, "idx": 10}],
+    )
+    assert found("duplicate-response", s).is_empty()

@@ -79,7 +79,7 @@ def response_unknown_id(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
     sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
     rows = (
         _responses(streams)
-        .filter(pl.col("prev_kind").is_null())
+        .filter(pl.col("before_first_req"))
         .with_columns(pl.int_range(1, pl.len() + 1).over(RING).alias("unmatched_rank"))
         .join(sizes, on=RING, how="left", nulls_equal=True)
         .join(_start_observed(streams), on=RING, how="left", nulls_equal=True)
@@ -131,12 +131,19 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
     `first_ns` is the earlier response, `ns` the duplicate; `idx` the
     duplicate's ring index.
 
+    ## What the evidence cannot see
+    A polled capture can see an id's request, response, next request and next
+    response in one snapshot; responses are counted against requests so that
+    such a snapshot is not a duplicate.
+
     ## Known false positives
     A request for the same id lost from the trace (lost records, a ring-capture
     gap) between the two responses; confidence is lowered when they overlap.
     """
     # The window runs from the first response: a request lost in between would explain it.
-    rows = _responses(streams).filter(pl.col("prev_kind") == RSP).with_columns(
+    rows = _responses(streams).filter(
+        (pl.col("prev_kind") == RSP) & (pl.col("excess") > pl.max_horizontal("prev_max_excess", 0))
+    ).with_columns(
         pl.col("prev_ns").alias("first_ns"), pl.col("ns").alias("dup_ns"), pl.col("ns").alias("ns_end")
     ).with_columns(pl.col("first_ns").alias("ns"))
     return emit(
@@ -180,12 +187,17 @@ def response_op_mismatch(streams: Streams, options: AnalysisOptions) -> pl.LazyF
 
     ## What the evidence cannot see
     Requests seen only through their response (`via_response`) have no
-    independent op and are skipped.
+    independent op and are skipped, and so are responses that share one
+    snapshot with two requests of their id (which request they answer is
+    ambiguous).
     """
     rows = (
         _responses(streams)
         .filter(
             (pl.col("prev_kind") == REQ)
+            # The previous request is this response's only when it leaves no
+            # other request of the id outstanding (see timeline.build).
+            & (pl.col("excess") == 0)
             & pl.col("prev_full").fill_null(False)
             & pl.col("prev_op").is_not_null()
             & (pl.col("op") != pl.col("prev_op"))

@@ -38,7 +38,10 @@ def build(streams: Streams) -> pl.LazyFrame:
     Columns: ring key, session, ns, kind, id, op, idx, status, full (the
     request was decoded, not only inferred from its response), and per
     (ring, id): ``prev_kind`` / ``prev_op`` / ``prev_ns`` / ``prev_full`` of
-    the previous event; per ring: ``inflight`` (requests minus responses so
+    the previous event, ``before_first_req`` (a response preceding every request of its
+    id), ``excess`` (responses minus requests so far, less the responses
+    before the first request) and ``prev_max_excess`` (its running
+    maximum before this row); per ring: ``inflight`` (requests minus responses so
     far, relative: the trace may start with requests already in flight) and
     ``last_rsp_ns`` (the ring's previous response).
     """
@@ -68,7 +71,23 @@ def build(streams: Streams) -> pl.LazyFrame:
     merged = pl.concat([req, rsp]).sort("ns", maintain_order=True, nulls_last=True)
     per_id = [*RING, "id"]
     is_rsp = pl.col("kind") == RSP
+    # Responses minus requests so far for this id. Responses before the id's
+    # first request answer requests issued before the trace began (a first
+    # snapshot shows old responses, several per id), so they are discounted.
+    # Counts rather than neighbours: a polled capture sees a request, its
+    # response, the id's next request and its response in one snapshot, all
+    # at one ns, requests first.
+    signed = 2 * pl.col("kind").cast(pl.Int64) - 1
+    merged = merged.with_columns(
+        (pl.col("kind") == REQ).cast(pl.Int64).cum_sum().over(per_id).alias("reqs_so_far")
+    ).with_columns(
+        ((pl.col("kind") == RSP) & (pl.col("reqs_so_far") == 0)).alias("before_first_req")
+    )
+    merged = merged.with_columns(
+        (signed.cum_sum() - pl.col("before_first_req").cast(pl.Int64).sum()).over(per_id).alias("excess")
+    )
     return merged.with_columns(
+        pl.col("excess").cum_max().shift(1).fill_null(0).over(per_id).alias("prev_max_excess"),
         pl.col("kind").shift(1).over(per_id).alias("prev_kind"),
         pl.col("op").shift(1).over(per_id).alias("prev_op"),
         pl.col("ns").shift(1).over(per_id).alias("prev_ns"),
