@@ -107,8 +107,8 @@ def test_in_order_traffic_every_index_once(start: int, steps, order: int) -> Non
     r.req_prod = r.rsp_prod = start
     pages = [r.to_bytes()]
     prod = cons = start
-    for count, answer in steps:
-        count = min(count, n - (prod - cons))
+    for wanted, answer in steps:
+        count = min(wanted, n - (prod - cons))
         for k in range(count):
             r.put_request(prod + k, operation=k % 2, id=(prod + k) * 3, segments=[(1, 0, 7)])
         prod += count
