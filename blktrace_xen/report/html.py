@@ -376,7 +376,14 @@ def render_html(data: ReportData) -> str:
     out.append("</section>")
 
     blob = json.dumps(
-        {"summary": s, "provenance": p, "verdict": data.verdict}, sort_keys=True, default=str
+        {
+            "summary": s,
+            "provenance": p,
+            "verdict": data.verdict,
+            "btt": [] if data.btt is None else data.btt.to_dicts(),
+        },
+        sort_keys=True,
+        default=str,
     ).replace("<", "\\u003c")  # nothing inside the script element can look like a tag
     out.append(f'<script type="application/json" id="bx-summary">{blob}</script>')
     out.append("</body></html>")
