@@ -38,6 +38,9 @@ def lost_records(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
 
     ## Reading the evidence
     `count` records lost on `cpu`, the `domid`/`vcpu` running when it began.
+
+    ## Known false positives
+    Not a violation itself; it only qualifies other findings.
     """
     rows = streams.lost.lazy().with_columns(
         pl.col("first_ns").fill_null(pl.col("ns")).alias("ns"), pl.col("ns").alias("ns_end")
@@ -83,6 +86,9 @@ def unseen_ring_entries(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
 
     ## Reading the evidence
     `req_unseen` / `rsp_unseen` entry counts, `gaps` how many windows.
+
+    ## Known false positives
+    Not a violation itself; it only qualifies other findings.
     """
     rows = (
         streams.gaps.lazy()

@@ -130,6 +130,9 @@ def incomplete_at_trace_end(streams: Streams, options: AnalysisOptions) -> pl.La
 
     ## Reading the evidence
     `pending` requests; `oldest_ns` the oldest one's issue time; `ids` up to 8 ids.
+
+    ## Known false positives
+    Every trace that stops under load has some; only the count is of interest.
     """
     rows = (
         unanswered(streams)
@@ -248,6 +251,10 @@ def incomplete_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.Lazy
 
     ## Reading the evidence
     As for `incomplete-at-disconnect`, with `why = destroy`.
+
+    ## Known false positives
+    A frontend that re-issues with a different sector split after a restore is
+    not recognised as a re-issue.
     """
     return _incomplete(streams, "incomplete-at-destroy", ("destroy",), ": its reference and grants leak")
 
@@ -350,6 +357,10 @@ def grants_held_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.Laz
     Maps made before the trace began: the balance is relative to the trace
     start, so the count is a lower bound, and a domain whose grants were all
     mapped before the trace is not reported.
+
+    ## Known false positives
+    A trace that ends before the backend's deferred teardown unmaps the grants
+    (check `unmaps_after`).
     """
     destroys = (
         streams.control.lazy()
@@ -412,6 +423,11 @@ def migration_handoff_io(streams: Streams, options: AnalysisOptions) -> pl.LazyF
     `handoff_ns` is the `handoff` event (its `domid` is the migrating domain's
     id on the source); `late` responses after it, `writes` among them,
     `last_ns` the last one.
+
+    ## Known false positives
+    Reads completing late are harmless for the disk's content (reported as
+    `medium`); a `handoff` event recorded with the target's domid instead of the
+    source's is not matched.
     """
     handoff = (
         streams.control.lazy()

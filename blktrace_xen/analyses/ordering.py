@@ -48,6 +48,9 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     ## Reading the evidence
     `completed`, `reordered` (rows with `reorder != 0`), `max_reorder` (largest
     absolute distance), `max_hol_wait_ns`, `p99_hol_wait_ns`.
+
+    ## Known false positives
+    Not a violation itself (info).
     """
     io = _io_in_issue_order(streams).filter(pl.col("rsp_ns").is_not_null())
     # Earliest completion among requests issued after this one (suffix minimum).
@@ -114,6 +117,10 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
     ## What the evidence cannot see
     Only writes with the same start sector are compared (partial overlaps are
     not), and requests seen only through their response have no sector.
+
+    ## Known false positives
+    A guest filesystem that deliberately overwrites a block it does not care
+    about (e.g. discarded journal blocks).
     """
     io = _io_in_issue_order(streams).filter(
         (pl.col("operation") == OP_WRITE) & pl.col("sector_number").is_not_null() & pl.col("rsp_ns").is_not_null()

@@ -190,6 +190,9 @@ def response_op_mismatch(streams: Streams, options: AnalysisOptions) -> pl.LazyF
     independent op and are skipped, and so are responses that share one
     snapshot with two requests of their id (which request they answer is
     ambiguous).
+
+    ## Known false positives
+    None known for Linux backends (FLUSH and BARRIER are echoed as sent).
     """
     rows = (
         _responses(streams)

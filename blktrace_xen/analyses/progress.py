@@ -54,6 +54,10 @@ def stall(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     ## What the evidence cannot see
     Requests issued before the trace began are not counted; a response lost
     from the trace (lost records) looks like a stall: confidence is lowered.
+
+    ## Known false positives
+    A storage path that is legitimately slower than `stall_ns` (raise `--stall-
+    ms`); a trace whose responses were lost.
     """
     tl = timeline(streams).lazy()
     ended = (
@@ -137,6 +141,9 @@ def ring_full(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
 
     ## What the evidence cannot see
     Only snapshots show it; between polls a ring may fill and drain unseen.
+
+    ## Known false positives
+    Not a violation itself (info).
     """
     rows = _snaps(streams, options).with_columns(
         (u32_ahead("req_prod", "rsp_prod") == pl.col("nr_ents")).alias("full")
@@ -200,6 +207,10 @@ def notification_index_implausible(streams: Streams, options: AnalysisOptions) -
     ## What the evidence cannot see
     Event-channel sends are not in the streams, so spurious or missing
     notifications with plausible indices are not detected.
+
+    ## Known false positives
+    A snapshot copied while a ring is re-initialised can mix old and new header
+    words (one-snapshot episodes).
     """
     snaps = _snaps(streams, options)
     parts = []

@@ -74,6 +74,10 @@ def malformed_request(streams: Streams, options: AnalysisOptions) -> pl.LazyFram
     caught when the total becomes impossible. The disk size is not in the
     streams, so ranges beyond the end of the disk are not checked. Requests
     seen only through their response are skipped.
+
+    ## Known false positives
+    Requests of a vendor extension op (e.g. BLKIF_OP_RESERVED_1, 4) are accepted
+    as known ops and not checked further.
     """
     rows = (
         streams.requests.lazy()
