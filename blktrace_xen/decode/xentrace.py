@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CPU_MHZ",
+    "IngestRun",
     "XentraceResult",
     "iter_xentrace_chunks",
     "read_xentrace",
@@ -54,7 +55,7 @@ class XentraceResult:
 
 
 @dataclass
-class _Run:
+class IngestRun:
     """Progress of one decode, filled in as blocks are read."""
 
     path: str
@@ -68,6 +69,13 @@ class _Run:
     first_tsc: int | None = None
     last_tsc: int = 0
     warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, path: str | Path, cpu_mhz: float | None) -> IngestRun:
+        """A run to pass as ``_run`` to :func:`iter_xentrace_chunks` to collect its metadata."""
+        warnings: list[str] = []
+        mhz, default = _cpu_mhz(cpu_mhz, warnings)
+        return cls(str(path), mhz, default, warnings=warnings)
 
     def meta(self) -> dict[str, Any]:
         first = self.first_tsc or 0
@@ -183,7 +191,7 @@ def _events_frame(out: dict[str, np.ndarray], first_tsc: int, cpu_mhz: float) ->
 
 
 def _iter_merged(
-    path: str | Path, run: _Run, chunk_records: int
+    path: str | Path, run: IngestRun, chunk_records: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """Merged element batches (every processed element, incl. wraps and virtual ones)."""
     with _open_words(path) as (buf, words):
@@ -269,7 +277,7 @@ def _iter_merged(
             yield rest
 
 
-def _note_first_tsc(run: _Run, out: dict[str, np.ndarray]) -> None:
+def _note_first_tsc(run: IngestRun, out: dict[str, np.ndarray]) -> None:
     if run.first_tsc is not None:
         return
     cand = np.flatnonzero(out["counts"] & (out["tsc"] != 0))
@@ -282,20 +290,17 @@ def iter_xentrace_chunks(
     *,
     cpu_mhz: float | None = None,
     chunk_records: int = 1 << 20,
-    _run: _Run | None = None,
+    run: IngestRun | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield ``events`` frames in merged order; memory is bounded by ``chunk_records``.
 
     ``ns`` uses xenalyze's first TSC (the first processed record with a TSC).
+    Pass ``run`` (:meth:`IngestRun.start`) to read the metadata afterwards.
     """
-    warnings: list[str] = []
-    mhz, default = _cpu_mhz(cpu_mhz, warnings)
-    run = _run if _run is not None else _Run(str(path), mhz, default)
-    run.cpu_mhz, run.cpu_mhz_default = mhz, default
-    run.warnings.extend(warnings)
-    for out in _iter_merged(path, run, chunk_records):
-        _note_first_tsc(run, out)
-        frame = _events_frame(out, run.first_tsc or 0, mhz)
+    state = run if run is not None else IngestRun.start(path, cpu_mhz)
+    for out in _iter_merged(path, state, chunk_records):
+        _note_first_tsc(state, out)
+        frame = _events_frame(out, state.first_tsc or 0, state.cpu_mhz)
         if frame.height:
             yield frame
 
@@ -337,9 +342,9 @@ def read_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> Xentrace
 
     from blktrace_xen.schema import EVENTS_SCHEMA
 
-    mhz, default = _cpu_mhz(cpu_mhz, [])
-    run = _Run(str(path), mhz, default)
-    frames = list(iter_xentrace_chunks(path, cpu_mhz=cpu_mhz, _run=run))
+    run = IngestRun.start(path, cpu_mhz)
+    mhz = run.cpu_mhz
+    frames = list(iter_xentrace_chunks(path, run=run))
     events = pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=EVENTS_SCHEMA)
     meta = run.meta()
     lost = lost_frame(events, meta["first_tsc"], mhz)
@@ -356,7 +361,7 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
     """
     warnings: list[str] = []
     mhz, default = _cpu_mhz(cpu_mhz, warnings)
-    run = _Run(str(path), mhz, default, warnings=warnings)
+    run = IngestRun(str(path), mhz, default, warnings=warnings)
     class_counts = np.zeros(4096, dtype=np.int64)
     per_cpu: dict[int, int] = {}
     first_tsc: int | None = None

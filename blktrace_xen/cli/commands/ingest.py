@@ -1,0 +1,87 @@
+"""``blktrace-xen ingest FILE -o DIR``: decode a trace into Parquet tables."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blktrace_xen.cli.app import app
+from blktrace_xen.cli.common import handle_errors, warn
+
+TRC_LOST_RECORDS = 0x0001F001  # structs.xentrace; not imported to keep start-up lean
+
+
+def _ingest_xentrace(
+    file: Path, out: Path, cpu_mhz: float | None, *, progress: bool
+) -> dict[str, Any]:
+    import polars as pl
+    from polars.io.plugins import register_io_source
+
+    from blktrace_xen.decode.xentrace import IngestRun, iter_xentrace_chunks, lost_frame
+    from blktrace_xen.schema import EVENTS_SCHEMA, LOST_SCHEMA
+
+    run = IngestRun.start(file, cpu_mhz)
+    out.mkdir(parents=True, exist_ok=True)
+    lost_parts: list[pl.DataFrame] = []
+    bar: Any = None
+    task: Any = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("decoding", total=file.stat().st_size)
+
+    def chunks(*_: Any) -> Iterator[pl.DataFrame]:
+        # Polars pulls the chunks while it writes, so memory stays one chunk deep.
+        for frame in iter_xentrace_chunks(file, run=run):
+            lost_parts.append(frame.filter(pl.col("event") == TRC_LOST_RECORDS))
+            if bar is not None:
+                bar.update(task, completed=int(frame["file_offset"][-1]))
+            yield frame
+
+    try:
+        register_io_source(chunks, schema=EVENTS_SCHEMA).sink_parquet(out / "events.parquet")
+    finally:
+        if bar is not None:
+            bar.stop()
+    meta = run.meta()
+    lost = (
+        lost_frame(pl.concat(lost_parts), meta["first_tsc"], run.cpu_mhz)
+        if lost_parts
+        else pl.DataFrame(schema=LOST_SCHEMA)
+    )
+    lost.write_parquet(out / "lost.parquet")
+    meta["lost_records"] = int(lost["count"].sum()) if lost.height else 0
+    meta["lost_events"] = lost.height
+    (out / "meta.json").write_text(jsonlib.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="xentrace dump to decode.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the Parquet tables.")],
+    cpu_mhz: Annotated[
+        float | None,
+        typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
+    ] = None,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+) -> None:
+    """Decode FILE into OUTPUT/events.parquet, lost.parquet and meta.json."""
+    with handle_errors(traceback):
+        from blktrace_xen.decode.detect import detect_format
+        from blktrace_xen.errors import InputFileError
+
+        fmt = detect_format(file)
+        if fmt != "xentrace":
+            raise InputFileError(file, f"ingest does not read {fmt} input yet")
+        meta = _ingest_xentrace(file, output, cpu_mhz, progress=sys.stderr.isatty())
+        for w in meta["warnings"]:
+            warn(w)
+        typer.echo(f"{meta['records']} records -> {output / 'events.parquet'}")
