@@ -62,6 +62,7 @@ class Backend:
 
     __slots__ = (
         "after_handoff",
+        "by_seq",
         "goal",
         "inflight",
         "instance",
@@ -88,6 +89,7 @@ class Backend:
         self.rsp_prod_pvt = 0
         self.inflight: dict[int, Req] = {}
         self.overflow: list[Req] = []  # requests whose id collided with one in flight
+        self.by_seq: dict[int, Req] = {}  # seq -> request in flight (garbage ones excluded)
         self.refcnt = 1  # xbdback: one reference held by the instance itself
         self.goal: str | None = None
         self.pending_destroy = False
@@ -264,6 +266,7 @@ class Backend:
         rc = self.req_cons
         acts = self.sys.actions
         inflight = self.inflight
+        by_seq = self.by_seq
         logic = self.logic
         key = self.sys.key
         while rc != rp and ((rc - self.rsp_prod_pvt) & MASK32) < nr_ents:
@@ -318,6 +321,8 @@ class Backend:
                 self.overflow.append(req)
             else:
                 inflight[req.id] = req
+            if req.seq >= 0:
+                by_seq[req.seq] = req
             logic.io_started(self, req, t_ns)
         # RING_FINAL_CHECK_FOR_REQUESTS before sleeping.
         ring.req_event = (rc + 1) & MASK32
@@ -325,13 +330,7 @@ class Backend:
 
     def find(self, id: int | None, seq: int | None) -> Req | None:
         if seq is not None:
-            for req in self.inflight.values():
-                if req.seq == seq:
-                    return req
-            for req in self.overflow:
-                if req.seq == seq:
-                    return req
-            return None
+            return self.by_seq.get(seq)
         if id is None:
             return None
         found = self.inflight.get(id)
@@ -344,6 +343,8 @@ class Backend:
     def complete(self, t_ns: int, req: Req, status: int) -> None:
         """The disk finished ``req`` (found with :meth:`find`)."""
         allowed = self.check_legal("BackComplete")
+        if self.by_seq.get(req.seq) is req:
+            del self.by_seq[req.seq]
         if self.inflight.get(req.id) is req:
             del self.inflight[req.id]
             if self.overflow:
