@@ -28,13 +28,14 @@ def _event_indices(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     tl = timeline(streams).lazy().filter(pl.col("idx").is_not_null())
     with_snaps = streams.snapshots.lazy().select(RING).unique()
     sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
+    # Joins keep the left order: the windows below follow time order.
     return (
-        tl.join(with_snaps, on=RING, how="anti", nulls_equal=True)
+        tl.join(with_snaps, on=RING, how="anti", nulls_equal=True, maintain_order="left")
         .with_columns(
             pl.when(pl.col("kind") == REQ).then(pl.col("idx")).forward_fill().over(RING).alias("last_req_idx"),
             pl.when(pl.col("kind") == RSP).then(pl.col("idx")).forward_fill().over(RING).alias("last_rsp_idx"),
         )
-        .join(sizes, on=RING, how="left", nulls_equal=True)
+        .join(sizes, on=RING, how="left", nulls_equal=True, maintain_order="left")
         .with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
     )
 

@@ -303,7 +303,7 @@ def response_after_disconnect(streams: Streams, options: AnalysisOptions) -> pl.
         timeline(streams)
         .lazy()
         .filter(pl.col("kind") == RSP)
-        .join(states.select(RING).unique(), on=RING, how="semi")
+        .join(states.select(RING).unique(), on=RING, how="semi", maintain_order="left")
     )
     rows = (
         rsp.join_asof(states, left_on="ns", right_on="down_ns", by=RING, strategy="backward", check_sortedness=False)
@@ -369,7 +369,7 @@ def grants_held_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.Laz
         .agg(pl.col("ns").min())
     )
     grants = streams.grants.lazy().rename({"granting_domid": "domid"}).sort("ns", maintain_order=True)
-    joined = grants.join(destroys, on="domid", how="inner", suffix="_destroy")
+    joined = grants.join(destroys, on="domid", how="inner", suffix="_destroy", maintain_order="left")
     rows = joined.group_by("domid").agg(
         pl.col("ns_destroy").first().alias("ns"),
         pl.col("balance").last().alias("final_balance"),

@@ -125,6 +125,9 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
     io = _io_in_issue_order(streams).filter(
         (pl.col("operation") == OP_WRITE) & pl.col("sector_number").is_not_null() & pl.col("rsp_ns").is_not_null()
     )
+    # Only sectors written more than once can pair up; filtering first keeps
+    # the window below off millions of one-row groups.
+    io = io.filter(pl.col("sector_number").is_duplicated())
     key = [*_SESSION, "sector_number"]
     rows = (
         io.with_columns(
