@@ -47,8 +47,14 @@ def generate(n: int, seed: int = 1) -> Streams:
     sector = (rng.integers(0, 1 << 24, n) * 8).astype(np.uint64)
     order = np.argsort(req_ns, kind="stable")
     requests = pl.DataFrame(
-        {**base, "ns": req_ns, "idx": seq.astype(np.uint32), "nr_segments": np.ones(n, np.uint16),
-         "sector_number": sector, "nr_sectors": np.full(n, 8, np.uint64)}
+        {
+            **base,
+            "ns": req_ns,
+            "idx": seq.astype(np.uint32),
+            "nr_segments": np.ones(n, np.uint16),
+            "sector_number": sector,
+            "nr_sectors": np.full(n, 8, np.uint64),
+        }
     )[order].with_columns(pl.lit("full").alias("seen"), pl.lit("synth").alias("source"))
     rsp_order = np.argsort(rsp_ns, kind="stable")
     # responses take ring indices in completion order per ring
@@ -63,21 +69,43 @@ def generate(n: int, seed: int = 1) -> Streams:
     rsp_idx[rsp_order] = rank.astype(np.uint32)
     del counts
     responses = pl.DataFrame(
-        {**base, "ns": rsp_ns, "idx": rsp_idx, "status": np.zeros(n, np.int16), "pad_nonzero": np.zeros(n, bool)}
+        {
+            **base,
+            "ns": rsp_ns,
+            "idx": rsp_idx,
+            "status": np.zeros(n, np.int16),
+            "pad_nonzero": np.zeros(n, bool),
+        }
     )[rsp_order].with_columns(pl.lit("synth").alias("source"))
-    reorder = (rsp_idx.astype(np.int64) - seq)
+    reorder = rsp_idx.astype(np.int64) - seq
     io = pl.DataFrame(
-        {**base, "req_idx": seq.astype(np.uint32), "rsp_idx": rsp_idx, "req_ns": req_ns, "rsp_ns": rsp_ns,
-         "latency_ns": lat, "status": np.zeros(n, np.int16), "sector_number": sector,
-         "nr_sectors": np.full(n, 8, np.uint64), "reorder": reorder}
+        {
+            **base,
+            "req_idx": seq.astype(np.uint32),
+            "rsp_idx": rsp_idx,
+            "req_ns": req_ns,
+            "rsp_ns": rsp_ns,
+            "latency_ns": lat,
+            "status": np.zeros(n, np.int16),
+            "sector_number": sector,
+            "nr_sectors": np.full(n, 8, np.uint64),
+            "reorder": reorder,
+        }
     )[order].with_columns(pl.lit("full").alias("seen"), pl.lit("completed").alias("outcome"))
-    snap_rows = order[:: 64]
+    snap_rows = order[::64]
     snapshots = pl.DataFrame(
-        {"domid": base["domid"][snap_rows], "vdev": base["vdev"][snap_rows], "queue": base["queue"][snap_rows],
-         "snap": np.arange(len(snap_rows), dtype=np.uint32), "ns": req_ns[snap_rows],
-         "req_prod": (seq[snap_rows] + 1).astype(np.uint32), "rsp_prod": (seq[snap_rows] + 1).astype(np.uint32),
-         "req_event": (seq[snap_rows] + 2).astype(np.uint32), "rsp_event": (seq[snap_rows] + 2).astype(np.uint32),
-         "nr_ents": np.full(len(snap_rows), 32, np.uint16)}
+        {
+            "domid": base["domid"][snap_rows],
+            "vdev": base["vdev"][snap_rows],
+            "queue": base["queue"][snap_rows],
+            "snap": np.arange(len(snap_rows), dtype=np.uint32),
+            "ns": req_ns[snap_rows],
+            "req_prod": (seq[snap_rows] + 1).astype(np.uint32),
+            "rsp_prod": (seq[snap_rows] + 1).astype(np.uint32),
+            "req_event": (seq[snap_rows] + 2).astype(np.uint32),
+            "rsp_event": (seq[snap_rows] + 2).astype(np.uint32),
+            "nr_ents": np.full(len(snap_rows), 32, np.uint16),
+        }
     )
     return Streams(
         requests=schema.conform(requests, "requests"),
@@ -98,12 +126,18 @@ def main() -> None:
     t2 = time.perf_counter()
     table = btt_table(streams)
     t3 = time.perf_counter()
-    print(f"requests={streams.requests.height} responses={streams.responses.height} "
-          f"snapshots={streams.snapshots.height}")
-    print(f"generate {t1 - t0:.2f} s; run_rules {t2 - t1:.2f} s; btt_table {t3 - t2:.2f} s; "
-          f"analyses total {t3 - t1:.2f} s")
-    print(f"findings {summarize(findings)['by_rule']}; btt rows {table.height}, "
-          f"count {table['count'].sum()}")
+    print(
+        f"requests={streams.requests.height} responses={streams.responses.height} "
+        f"snapshots={streams.snapshots.height}"
+    )
+    print(
+        f"generate {t1 - t0:.2f} s; run_rules {t2 - t1:.2f} s; btt_table {t3 - t2:.2f} s; "
+        f"analyses total {t3 - t1:.2f} s"
+    )
+    print(
+        f"findings {summarize(findings)['by_rule']}; btt rows {table.height}, "
+        f"count {table['count'].sum()}"
+    )
 
 
 if __name__ == "__main__":

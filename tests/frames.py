@@ -85,7 +85,19 @@ def pair_io(requests: pl.DataFrame, responses: pl.DataFrame) -> pl.DataFrame:
                 match = j
                 break
         row = {
-            **{k: req[k] for k in ("domid", "vdev", "queue", "session", "id", "sector_number", "nr_sectors", "seen")},
+            **{
+                k: req[k]
+                for k in (
+                    "domid",
+                    "vdev",
+                    "queue",
+                    "session",
+                    "id",
+                    "sector_number",
+                    "nr_sectors",
+                    "seen",
+                )
+            },
             "operation": req["indirect_op"] if req["operation"] == 6 else req["operation"],
             "req_idx": req["idx"],
             "req_ns": req["ns"],
@@ -125,7 +137,9 @@ def streams(
     frames = {name: make(name, rows) for name, rows in tables.items()}
     if "snapshots" in tables:
         frames["snapshots"] = make_snapshots(tables["snapshots"])
-    return Streams(requests=req, responses=rsp, io=pair_io(req, rsp) if io is None else io, **frames)
+    return Streams(
+        requests=req, responses=rsp, io=pair_io(req, rsp) if io is None else io, **frames
+    )
 
 
 def healthy_rows(n: int = 40, *, t0: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -134,7 +148,13 @@ def healthy_rows(n: int = 40, *, t0: int = 0) -> tuple[list[dict[str, Any]], lis
     for i in range(n):
         op = 0 if i % 4 == 3 else 1
         reqs.append(
-            {"ns": t0 + i * 1_000_000, "idx": i, "id": i % 8, "operation": op, "sector_number": 8 * i}
+            {
+                "ns": t0 + i * 1_000_000,
+                "idx": i,
+                "id": i % 8,
+                "operation": op,
+                "sector_number": 8 * i,
+            }
         )
         rsps.append({"ns": t0 + i * 1_000_000 + 3_500_000, "idx": i, "id": i % 8, "operation": op})
     return reqs, rsps
@@ -147,7 +167,15 @@ def healthy_streams(n: int = 40) -> Streams:
     for t in range(0, n * 1_000_000 + 4_000_000, 500_000):
         req_prod = sum(1 for r in reqs if r["ns"] <= t)
         rsp_prod = sum(1 for r in rsps if r["ns"] <= t)
-        snaps.append({"ns": t, "req_prod": req_prod, "rsp_prod": rsp_prod, "req_event": rsp_prod + 1, "rsp_event": rsp_prod + 1})
+        snaps.append(
+            {
+                "ns": t,
+                "req_prod": req_prod,
+                "rsp_prod": rsp_prod,
+                "req_event": rsp_prod + 1,
+                "rsp_event": rsp_prod + 1,
+            }
+        )
     return streams(
         requests=reqs,
         responses=rsps,

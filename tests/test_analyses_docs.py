@@ -20,6 +20,11 @@ def test_generated_rule_docs_are_current() -> None:
 def test_every_rule_documents_meaning_source_and_evidence() -> None:
     for r in RULES.values():
         assert r.id == r.id.lower() and " " not in r.id
-        for heading in ("## What it means", "## The real bug", "## Reading the evidence", "## Known false positives"):
+        for heading in (
+            "## What it means",
+            "## The real bug",
+            "## Reading the evidence",
+            "## Known false positives",
+        ):
             assert heading in r.description, (r.id, heading)
         assert r.example and r.source

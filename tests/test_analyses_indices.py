@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests import frames
 import polars as pl
 
 from blktrace_xen.analyses import RULES, AnalysisOptions, run_rules
+from tests import frames
 
 OPTS = AnalysisOptions()
 
@@ -51,7 +51,10 @@ def test_implausible_producer_silent_on_full_but_legal_ring() -> None:
 
 def test_producer_regression_fires_when_only_rsp_prod_goes_back() -> None:
     s = frames.streams(
-        snapshots=[{"ns": 0, "req_prod": 1030, "rsp_prod": 1024}, {"ns": 5, "req_prod": 1031, "rsp_prod": 0}]
+        snapshots=[
+            {"ns": 0, "req_prod": 1030, "rsp_prod": 1024},
+            {"ns": 5, "req_prod": 1031, "rsp_prod": 0},
+        ]
     )
     f = found("producer-regression", s)
     assert f.height == 1

@@ -29,26 +29,38 @@ def test_out_of_order_completion_metric() -> None:
     ev = json.loads(f["evidence"][0])
     assert f["severity"][0] == "info"
     assert ev["reordered"] == 2 and ev["max_reorder"] == 1 and ev["max_hol_wait_ns"] == 20
-    inorder = frames.streams(requests=[{"ns": 0, "id": 1}, {"ns": 1, "id": 2}], responses=[{"ns": 10, "id": 1}, {"ns": 30, "id": 2}])
+    inorder = frames.streams(
+        requests=[{"ns": 0, "id": 1}, {"ns": 1, "id": 2}],
+        responses=[{"ns": 10, "id": 1}, {"ns": 30, "id": 2}],
+    )
     assert found("out-of-order-completion", inorder).is_empty()
 
 
 def test_overlapping_write_reorder() -> None:
     s = frames.streams(
-        requests=[{"ns": 0, "id": 3, "sector_number": 2048}, {"ns": 1, "id": 5, "sector_number": 2048}],
+        requests=[
+            {"ns": 0, "id": 3, "sector_number": 2048},
+            {"ns": 1, "id": 5, "sector_number": 2048},
+        ],
         responses=[{"ns": 4, "id": 5}, {"ns": 6, "id": 3}],
     )
     f = found("overlapping-write-reorder", s)
     assert f.height == 1 and f["id"][0] == 3 and json.loads(f["evidence"][0])["later_id"] == 5
     # Same reordering, different sectors: legal.
     apart = frames.streams(
-        requests=[{"ns": 0, "id": 3, "sector_number": 2048}, {"ns": 1, "id": 5, "sector_number": 4096}],
+        requests=[
+            {"ns": 0, "id": 3, "sector_number": 2048},
+            {"ns": 1, "id": 5, "sector_number": 4096},
+        ],
         responses=[{"ns": 4, "id": 5}, {"ns": 6, "id": 3}],
     )
     assert found("overlapping-write-reorder", apart).is_empty()
     # Same sector but not in flight together: legal.
     serial = frames.streams(
-        requests=[{"ns": 0, "id": 3, "sector_number": 2048}, {"ns": 5, "id": 5, "sector_number": 2048}],
+        requests=[
+            {"ns": 0, "id": 3, "sector_number": 2048},
+            {"ns": 5, "id": 5, "sector_number": 2048},
+        ],
         responses=[{"ns": 4, "id": 3}, {"ns": 6, "id": 5}],
     )
     assert found("overlapping-write-reorder", serial).is_empty()
@@ -74,24 +86,44 @@ def test_wellformed_requests_pass() -> None:
     reqs = [
         {"ns": 0, "id": 1, "operation": 1, "nr_segments": 11, "nr_sectors": 88},
         {"ns": 1, "id": 2, "operation": 3, "nr_segments": 0, "nr_sectors": 0},  # pure flush
-        {"ns": 2, "id": 3, "operation": 6, "indirect_op": 0, "nr_segments": 256, "nr_sectors": 2048},
+        {
+            "ns": 2,
+            "id": 3,
+            "operation": 6,
+            "indirect_op": 0,
+            "nr_segments": 256,
+            "nr_sectors": 2048,
+        },
         {"ns": 3, "id": 4, "operation": 5, "nr_segments": 0, "nr_sectors": 4096},
-        {"ns": 4, "id": 5, "operation": 1, "seen": "via_response", "nr_segments": None, "nr_sectors": None},
+        {
+            "ns": 4,
+            "id": 5,
+            "operation": 1,
+            "seen": "via_response",
+            "nr_segments": None,
+            "nr_sectors": None,
+        },
     ]
     assert found("malformed-request", frames.streams(requests=reqs)).is_empty()
 
 
 def test_slot_mutation() -> None:
-    s = frames.streams(mutations=[{"ns": 300, "prev_ns": 200, "idx": 1040, "fields": "sector_number,nr_segments"}])
+    s = frames.streams(
+        mutations=[{"ns": 300, "prev_ns": 200, "idx": 1040, "fields": "sector_number,nr_segments"}]
+    )
     f = found("slot-mutation", s)
     assert f.height == 1 and f["idx"][0] == 1040 and "sector_number,nr_segments" in f["message"][0]
     assert found("slot-mutation", frames.streams()).is_empty()
 
 
 def test_response_padding_nonzero_is_info_per_session() -> None:
-    s = frames.streams(responses=[{"ns": i, "id": i, "idx": 700 + i, "pad_nonzero": i % 2 == 0} for i in range(6)])
+    s = frames.streams(
+        responses=[{"ns": i, "id": i, "idx": 700 + i, "pad_nonzero": i % 2 == 0} for i in range(6)]
+    )
     f = found("response-padding-nonzero", s)
-    assert f.height == 1 and f["severity"][0] == "info" and json.loads(f["evidence"][0])["count"] == 3
+    assert (
+        f.height == 1 and f["severity"][0] == "info" and json.loads(f["evidence"][0])["count"] == 3
+    )
     assert f["idx"][0] == 700
     clean = frames.streams(responses=[{"ns": 1, "id": 1, "pad_nonzero": False}, {"ns": 2, "id": 2}])
     assert found("response-padding-nonzero", clean).is_empty()
@@ -125,10 +157,18 @@ def test_ring_full_episodes() -> None:
 
 
 def test_notification_index_implausible() -> None:
-    bad = frames.streams(snapshots=[{"ns": 0, "req_prod": 1032, "rsp_prod": 1030, "req_event": 5000, "rsp_event": 1031}])
+    bad = frames.streams(
+        snapshots=[
+            {"ns": 0, "req_prod": 1032, "rsp_prod": 1030, "req_event": 5000, "rsp_event": 1031}
+        ]
+    )
     f = found("notification-index-implausible", bad)
     assert f.height == 1 and json.loads(f["evidence"][0])["index"] == "req_event"
-    ok = frames.streams(snapshots=[{"ns": 0, "req_prod": 1032, "rsp_prod": 1030, "req_event": 1033, "rsp_event": 1031}])
+    ok = frames.streams(
+        snapshots=[
+            {"ns": 0, "req_prod": 1032, "rsp_prod": 1030, "req_event": 1033, "rsp_event": 1031}
+        ]
+    )
     assert found("notification-index-implausible", ok).is_empty()
 
 
@@ -200,6 +240,8 @@ def test_btt_table_counts_equal_streams_and_depth() -> None:
 
 def test_btt_depth_counts_requests_in_flight_before_the_trace() -> None:
     # Two responses to unseen requests, then one request: the dip says 2 were in flight.
-    s = frames.streams(responses=[{"ns": 5, "id": 7}, {"ns": 6, "id": 8}], requests=[{"ns": 1, "id": 1}])
+    s = frames.streams(
+        responses=[{"ns": 5, "id": 7}, {"ns": 6, "id": 8}], requests=[{"ns": 1, "id": 1}]
+    )
     t = btt_table(s, by=("domid", "vdev", "queue"))
     assert t["qd_max"][0] == 3

@@ -56,12 +56,24 @@ def test_duplicate_response_fires_and_id_reuse_is_fine() -> None:
 
 
 def test_op_mismatch_and_indirect_echo() -> None:
-    bad = frames.streams(requests=[{"ns": 0, "id": 3, "operation": 1}], responses=[{"ns": 5, "id": 3, "operation": 0}])
+    bad = frames.streams(
+        requests=[{"ns": 0, "id": 3, "operation": 1}],
+        responses=[{"ns": 5, "id": 3, "operation": 0}],
+    )
     f = found("response-op-mismatch", bad)
     assert f.height == 1 and json.loads(f["evidence"][0])["request_op"] == 1
     # An indirect request is answered with its indirect_op: legal.
     ind = frames.streams(
-        requests=[{"ns": 0, "id": 3, "operation": 6, "indirect_op": 1, "nr_segments": 20, "nr_sectors": 160}],
+        requests=[
+            {
+                "ns": 0,
+                "id": 3,
+                "operation": 6,
+                "indirect_op": 1,
+                "nr_segments": 20,
+                "nr_sectors": 160,
+            }
+        ],
         responses=[{"ns": 5, "id": 3, "operation": 1}],
     )
     assert found("response-op-mismatch", ind).is_empty()
@@ -76,7 +88,9 @@ def test_op_mismatch_skips_requests_seen_only_via_response() -> None:
 
 
 def test_bad_status() -> None:
-    s = frames.streams(responses=[{"ns": 1, "id": 1, "status": 7}, {"ns": 2, "id": 2, "status": -2}])
+    s = frames.streams(
+        responses=[{"ns": 1, "id": 1, "status": 7}, {"ns": 2, "id": 2, "status": -2}]
+    )
     f = found("response-bad-status", s)
     assert f["id"].to_list() == [1]
     ok = frames.streams(responses=[{"ns": 1, "id": 1, "status": s} for s in (0, -1, -2)])
@@ -102,6 +116,10 @@ def test_one_snapshot_with_two_cycles_of_an_id_is_not_a_duplicate() -> None:
 def test_old_responses_in_a_first_snapshot_are_not_duplicates() -> None:
     s = frames.streams(
         requests=[{"ns": 5, "id": 2}],
-        responses=[{"ns": 0, "id": 2, "idx": 1}, {"ns": 0, "id": 2, "idx": 9}, {"ns": 6, "id": 2, "idx": 10}],
+        responses=[
+            {"ns": 0, "id": 2, "idx": 1},
+            {"ns": 0, "id": 2, "idx": 9},
+            {"ns": 6, "id": 2, "idx": 10},
+        ],
     )
     assert found("duplicate-response", s).is_empty()

@@ -15,7 +15,9 @@ CASES = [("steady", "ring-1-51712.bin"), ("nopersist", "ring-2-51712.bin")]
 
 
 @pytest.mark.parametrize(("scenario", "ring"), CASES)
-def test_healthy_capture_has_no_finding_above_info(realxen: Path, tmp_path: Path, scenario: str, ring: str) -> None:
+def test_healthy_capture_has_no_finding_above_info(
+    realxen: Path, tmp_path: Path, scenario: str, ring: str
+) -> None:
     cap = tmp_path / f"{scenario}.pcapng"
     rxring_to_pcapng(realxen / scenario / ring, cap)
     streams = load_streams([cap, realxen / scenario / "trace-all.bin"], cpu_mhz=2596.125)

@@ -28,7 +28,10 @@ def test_json_output_has_findings_summary_and_btt(tmp_path: Path) -> None:
     res = runner.invoke(app, ["analyze", str(_bad_folder(tmp_path)), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert {f["rule"] for f in doc["findings"]} == {"response-bad-status", "out-of-order-completion"}
+    assert {f["rule"] for f in doc["findings"]} == {
+        "response-bad-status",
+        "out-of-order-completion",
+    }
     assert doc["summary"]["by_severity"]["high"] == 1
     assert sum(r["count"] for r in doc["btt"]) == 2
 
@@ -51,7 +54,9 @@ def test_rules_and_min_severity_select(tmp_path: Path) -> None:
 def test_table_output_names_rule_and_ring(tmp_path: Path) -> None:
     res = runner.invoke(app, ["analyze", str(_bad_folder(tmp_path))], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
-    assert "response-bad-status" in res.output and "d1/51712/q0" in res.output and "btt" in res.output
+    assert (
+        "response-bad-status" in res.output and "d1/51712/q0" in res.output and "btt" in res.output
+    )
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:

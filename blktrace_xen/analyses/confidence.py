@@ -46,7 +46,9 @@ def lost_records(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
         pl.col("first_ns").fill_null(pl.col("ns")).alias("ns"), pl.col("ns").alias("ns_end")
     )
     return emit(
-        rows.with_columns(pl.lit(None, pl.UInt16).alias("domid"), pl.col("domid").alias("running_domid")),
+        rows.with_columns(
+            pl.lit(None, pl.UInt16).alias("domid"), pl.col("domid").alias("running_domid")
+        ),
         "lost-records",
         message=pl.format(
             "cpu {}: {} trace records lost between {} and {} ms (domain {} running): events in "
@@ -132,16 +134,22 @@ def adjust(findings: pl.DataFrame, streams: Streams, options: AnalysisOptions) -
         "_row", *RING, "ns", pl.col("ns_end").fill_null(pl.col("ns"))
     )
     lost = streams.lost.select(
-        pl.col("first_ns").fill_null(pl.col("ns")).alias("l_first"), pl.col("ns").alias("l_last"), "count"
+        pl.col("first_ns").fill_null(pl.col("ns")).alias("l_first"),
+        pl.col("ns").alias("l_last"),
+        "count",
     )
     lost_hit = (
-        target.join_where(lost, pl.col("ns") <= pl.col("l_last"), pl.col("l_first") <= pl.col("ns_end"))
+        target.join_where(
+            lost, pl.col("ns") <= pl.col("l_last"), pl.col("l_first") <= pl.col("ns_end")
+        )
         .group_by("_row")
         .agg(pl.col("count").sum().alias("lost_count"))
         if lost.height
         else pl.DataFrame(schema={"_row": pl.UInt32, "lost_count": pl.UInt32})
     )
-    gaps = streams.gaps.select(*RING, pl.col("prev_ns").alias("g_first"), pl.col("ns").alias("g_last"), "count")
+    gaps = streams.gaps.select(
+        *RING, pl.col("prev_ns").alias("g_first"), pl.col("ns").alias("g_last"), "count"
+    )
     gap_hit = (
         target.join(gaps, on=RING, how="inner")
         .filter((pl.col("ns") <= pl.col("g_last")) & (pl.col("g_first") <= pl.col("ns_end")))
@@ -163,10 +171,17 @@ def adjust(findings: pl.DataFrame, streams: Streams, options: AnalysisOptions) -
                 [
                     pl.col("message"),
                     pl.when(pl.col("lost_count").is_not_null()).then(
-                        pl.format(" [confidence lowered: {} trace records lost in this window]", "lost_count")
+                        pl.format(
+                            " [confidence lowered: {} trace records lost in this window]",
+                            "lost_count",
+                        )
                     ),
                     pl.when(pl.col("gap_count").is_not_null()).then(
-                        pl.format(" [confidence lowered: {} ring entries overwritten unseen in this window]", "gap_count")
+                        pl.format(
+                            " [confidence lowered: {} ring entries "
+                            "overwritten unseen in this window]",
+                            "gap_count",
+                        )
                     ),
                 ],
                 ignore_nulls=True,

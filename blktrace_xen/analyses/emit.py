@@ -34,7 +34,9 @@ def emit(
         pl.lit(rule_id).alias("rule"),
         (pl.lit(sev) if severity is None else severity).cast(schema.Severity).alias("severity"),
         message.alias("message"),
-        pl.struct(ev).struct.json_encode().alias("evidence") if ev else pl.lit("{}").alias("evidence"),
+        pl.struct(ev).struct.json_encode().alias("evidence")
+        if ev
+        else pl.lit("{}").alias("evidence"),
         pl.lit(1.0).alias("confidence"),
     )
     if "ns_end" not in names and "ns" in names:
@@ -60,7 +62,7 @@ def ms(col: str | pl.Expr) -> pl.Expr:
 
 
 def nr_ents(streams_rings: pl.DataFrame, snapshots: pl.DataFrame, default: int) -> pl.LazyFrame:
-    """Entries per ring: from ``rings``, else from ``snapshots``; rings unknown to both use ``default``.
+    """Entries per ring: from ``rings``, else from ``snapshots``, else ``default``.
 
     Returns one row per ring known to either table; callers left-join and
     fill the null with ``default``.
@@ -68,9 +70,7 @@ def nr_ents(streams_rings: pl.DataFrame, snapshots: pl.DataFrame, default: int) 
     known = pl.concat(
         [
             streams_rings.lazy().select(*RING, pl.col("nr_ents").cast(pl.Int64)),
-            snapshots.lazy()
-            .group_by(RING)
-            .agg(pl.col("nr_ents").max().cast(pl.Int64)),
+            snapshots.lazy().group_by(RING).agg(pl.col("nr_ents").max().cast(pl.Int64)),
         ]
     )
     return known.group_by(RING).agg(pl.col("nr_ents").drop_nulls().first().fill_null(default))

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from blktrace_xen.analyses.emit import HALF, RING, emit, episodes, ms, nr_ents, ring_label, u32_ahead
+from blktrace_xen.analyses.emit import (
+    HALF,
+    RING,
+    emit,
+    episodes,
+    ms,
+    nr_ents,
+    ring_label,
+    u32_ahead,
+)
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
 from blktrace_xen.analyses.timeline import REQ, RSP, timeline
@@ -32,8 +41,16 @@ def _event_indices(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     return (
         tl.join(with_snaps, on=RING, how="anti", nulls_equal=True, maintain_order="left")
         .with_columns(
-            pl.when(pl.col("kind") == REQ).then(pl.col("idx")).forward_fill().over(RING).alias("last_req_idx"),
-            pl.when(pl.col("kind") == RSP).then(pl.col("idx")).forward_fill().over(RING).alias("last_rsp_idx"),
+            pl.when(pl.col("kind") == REQ)
+            .then(pl.col("idx"))
+            .forward_fill()
+            .over(RING)
+            .alias("last_req_idx"),
+            pl.when(pl.col("kind") == RSP)
+            .then(pl.col("idx"))
+            .forward_fill()
+            .over(RING)
+            .alias("last_rsp_idx"),
         )
         .join(sizes, on=RING, how="left", nulls_equal=True, maintain_order="left")
         .with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
@@ -109,10 +126,22 @@ def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyF
             pl.lit("events").alias("source"),
         )
         .with_columns(
-            ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias("bad")
+            ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias(
+                "bad"
+            )
         )
     )
-    cols = [*RING, "session", "ns", "req_prod", "rsp_prod", "nr_ents", "outstanding", "bad", "source"]
+    cols = [
+        *RING,
+        "session",
+        "ns",
+        "req_prod",
+        "rsp_prod",
+        "nr_ents",
+        "outstanding",
+        "bad",
+        "source",
+    ]
     rows = pl.concat(
         [
             snaps.select(cols).with_columns(pl.col("req_prod", "rsp_prod").cast(pl.Int64)),
@@ -173,19 +202,28 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
     disconnect looks like a regression of both producers; it is only reported
     when the new state is itself implausible.
     """
-    snaps = _snapshots(streams, options).with_columns(
-        pl.col("req_prod").shift(1).over(RING).alias("req_from"),
-        pl.col("rsp_prod").shift(1).over(RING).alias("rsp_from"),
-        pl.col("ns").shift(1).over(RING).alias("prev_ns"),
-    ).filter(pl.col("req_from").is_not_null())
+    snaps = (
+        _snapshots(streams, options)
+        .with_columns(
+            pl.col("req_prod").shift(1).over(RING).alias("req_from"),
+            pl.col("rsp_prod").shift(1).over(RING).alias("rsp_from"),
+            pl.col("ns").shift(1).over(RING).alias("prev_ns"),
+        )
+        .filter(pl.col("req_from").is_not_null())
+    )
     req_back = u32_ahead("req_from", "req_prod").is_between(1, HALF - 1)
     rsp_back = u32_ahead("rsp_from", "rsp_prod").is_between(1, HALF - 1)
     fresh = req_back & rsp_back & (pl.col("outstanding") <= pl.col("nr_ents"))
     found = (
-        snaps.with_columns(req_back.alias("req_back"), rsp_back.alias("rsp_back"), fresh.alias("fresh"))
+        snaps.with_columns(
+            req_back.alias("req_back"), rsp_back.alias("rsp_back"), fresh.alias("fresh")
+        )
         .filter((pl.col("req_back") | pl.col("rsp_back")) & ~pl.col("fresh"))
         .with_columns(
-            pl.when(pl.col("req_back")).then(pl.lit("req_prod")).otherwise(pl.lit("rsp_prod")).alias("producer"),
+            pl.when(pl.col("req_back"))
+            .then(pl.lit("req_prod"))
+            .otherwise(pl.lit("rsp_prod"))
+            .alias("producer"),
             pl.when(pl.col("req_back")).then("req_from").otherwise("rsp_from").alias("from"),
             pl.when(pl.col("req_back")).then("req_prod").otherwise("rsp_prod").alias("to"),
             pl.col("req_prod").alias("req_to"),
@@ -204,7 +242,10 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
         (pl.col("session").eq_missing(pl.col("prev_session")))
         & u32_ahead("from", "idx").is_between(1, HALF - 1)
     ).with_columns(
-        pl.when(pl.col("kind") == REQ).then(pl.lit("req_prod")).otherwise(pl.lit("rsp_prod")).alias("producer"),
+        pl.when(pl.col("kind") == REQ)
+        .then(pl.lit("req_prod"))
+        .otherwise(pl.lit("rsp_prod"))
+        .alias("producer"),
         pl.col("idx").alias("to"),
         pl.col("prev_ns").alias("ns"),
         pl.col("ns").alias("ns_end"),

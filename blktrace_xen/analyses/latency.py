@@ -27,7 +27,9 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
         return None
     unseen = ((pl.col("kind") == RSP) & pl.col("prev_kind").is_null()).cast(pl.Int64)
     still_to_come = unseen.sum().over(RING) - unseen.cum_sum().over(RING)
-    reqs = tl.with_columns((pl.col("inflight") + still_to_come).alias("depth")).filter(pl.col("kind") == REQ)
+    reqs = tl.with_columns((pl.col("inflight") + still_to_come).alias("depth")).filter(
+        pl.col("kind") == REQ
+    )
     return reqs.group_by(by).agg(
         pl.col("depth").mean().alias("qd_mean"),
         pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),
@@ -56,9 +58,9 @@ def btt_table(
         raise ModelUsageError(f"btt_table: io has no column(s) {', '.join(missing)}")
     done = pl.col("rsp_ns").is_not_null()
     lat = pl.col("latency_ns").filter(done)
-    span = (pl.max_horizontal(pl.col("rsp_ns").max(), pl.col("req_ns").max()) - pl.col("req_ns").min()).alias(
-        "span_ns"
-    )
+    span = (
+        pl.max_horizontal(pl.col("rsp_ns").max(), pl.col("req_ns").max()) - pl.col("req_ns").min()
+    ).alias("span_ns")
     table = (
         streams.io.lazy()
         .group_by(keys)
@@ -81,7 +83,9 @@ def btt_table(
             pl.when(pl.col("span_ns") > 0)
             .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
             .alias("iops"),
-            pl.when(pl.col("span_ns") > 0).then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9)).alias("mb_s"),
+            pl.when(pl.col("span_ns") > 0)
+            .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
+            .alias("mb_s"),
         )
     )
     depth = _depth(streams, keys)
@@ -92,8 +96,25 @@ def btt_table(
             *(pl.lit(None, pl.Float64).alias(c) for c in ("qd_mean", "qd_p50", "qd_p99", "qd_max"))
         )
     order = [
-        *keys, "count", "completed", "errors", "iops", "mb_s", "lat_mean_ns", "lat_p50_ns", "lat_p90_ns",
-        "lat_p99_ns", "lat_max_ns", "qd_mean", "qd_p50", "qd_p99", "qd_max", "reordered", "reorder_max",
-        "reorder_mean_abs", "span_ns", "bytes",
+        *keys,
+        "count",
+        "completed",
+        "errors",
+        "iops",
+        "mb_s",
+        "lat_mean_ns",
+        "lat_p50_ns",
+        "lat_p90_ns",
+        "lat_p99_ns",
+        "lat_max_ns",
+        "qd_mean",
+        "qd_p50",
+        "qd_p99",
+        "qd_max",
+        "reordered",
+        "reorder_max",
+        "reorder_mean_abs",
+        "span_ns",
+        "bytes",
     ]
     return table.select(order).sort(keys, nulls_last=True).collect()

@@ -29,15 +29,13 @@ _WRITE_OPS = (1, 2, 3, 5)  # WRITE, WRITE_BARRIER, FLUSH_DISKCACHE, DISCARD
 
 def known_rings(streams: Streams) -> pl.LazyFrame:
     """Every ring key any table mentions."""
-    parts = [
-        getattr(streams, t).lazy().select(RING).unique()
-        for t in ("requests", "responses", "rings", "snapshots")
-    ]
+    frames = (streams.requests, streams.responses, streams.rings, streams.snapshots)
+    parts = [f.lazy().select(RING).unique() for f in frames]
     return pl.concat(parts).unique()
 
 
 def ring_control(streams: Streams) -> pl.LazyFrame:
-    """Control events per ring, domain-wide ones (null vdev/queue) copied to each ring of the domain."""
+    """Control events per ring; domain-wide ones (null vdev/queue) go to each ring of the domain."""
     ctl = streams.control.lazy().with_columns(pl.col("kind").cast(pl.String))
     rings = known_rings(streams)
     wide = (
@@ -77,11 +75,18 @@ def unanswered(streams: Streams) -> pl.LazyFrame:
         .select(*RING, pl.col("ns").alias("end_ns"), pl.col("kind").alias("end_kind"))
     )
     inferred = pending.join_asof(
-        ends, left_on="req_ns", right_on="end_ns", by=RING, strategy="forward", check_sortedness=False
+        ends,
+        left_on="req_ns",
+        right_on="end_ns",
+        by=RING,
+        strategy="forward",
+        check_sortedness=False,
     ).with_columns(
         # io.outcome wins when it names a cause; "trace_end" may just mean the
         # builder did not look at control events.
-        pl.when(pl.col("outcome").is_not_null() & ~pl.col("outcome").is_in(["completed", "trace_end"]))
+        pl.when(
+            pl.col("outcome").is_not_null() & ~pl.col("outcome").is_in(["completed", "trace_end"])
+        )
         .then(pl.col("outcome"))
         .otherwise(pl.col("end_kind").replace_strict(_ENDS, default="trace_end"))
         .alias("why")
@@ -101,9 +106,9 @@ def unanswered(streams: Streams) -> pl.LazyFrame:
         .unique()
         .with_columns(pl.lit(True).alias("reissued"))
     )
-    return inferred.join(reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True).with_columns(
-        pl.col("reissued").fill_null(False)
-    )
+    return inferred.join(
+        reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True
+    ).with_columns(pl.col("reissued").fill_null(False))
 
 
 @rule(
@@ -150,7 +155,8 @@ def incomplete_at_trace_end(streams: Streams, options: AnalysisOptions) -> pl.La
         rows,
         "incomplete-at-trace-end",
         message=pl.format(
-            "{} session {}: {} requests still in flight at trace end, oldest issued at {} ms (ids {})",
+            "{} session {}: {} requests still in flight at trace "
+            "end, oldest issued at {} ms (ids {})",
             ring_label(),
             pl.col("session").cast(pl.String).fill_null("?"),
             "pending",
@@ -171,7 +177,8 @@ def _incomplete(streams: Streams, rule_id: str, whys: tuple[str, ...], what: str
         ),
         rule_id,
         message=pl.format(
-            "{}: request id {} (op {}, sector {}) issued at {} ms was never answered before the {} at {} ms{}",
+            "{}: request id {} (op {}, sector {}) issued at {} ms was "
+            "never answered before the {} at {} ms{}",
             ring_label(),
             "id",
             "operation",
@@ -220,7 +227,10 @@ def incomplete_at_disconnect(streams: Streams, options: AnalysisOptions) -> pl.L
     plain, seed 003 / `402b27f9`) is not recognised as a re-issue.
     """
     return _incomplete(
-        streams, "incomplete-at-disconnect", ("disconnect", "unbind", "suspend"), ": the guest's I/O is lost"
+        streams,
+        "incomplete-at-disconnect",
+        ("disconnect", "unbind", "suspend"),
+        ": the guest's I/O is lost",
     )
 
 
@@ -256,7 +266,9 @@ def incomplete_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.Lazy
     A frontend that re-issues with a different sector split after a restore is
     not recognised as a re-issue.
     """
-    return _incomplete(streams, "incomplete-at-destroy", ("destroy",), ": its reference and grants leak")
+    return _incomplete(
+        streams, "incomplete-at-destroy", ("destroy",), ": its reference and grants leak"
+    )
 
 
 @rule(
@@ -306,7 +318,14 @@ def response_after_disconnect(streams: Streams, options: AnalysisOptions) -> pl.
         .join(states.select(RING).unique(), on=RING, how="semi", maintain_order="left")
     )
     rows = (
-        rsp.join_asof(states, left_on="ns", right_on="down_ns", by=RING, strategy="backward", check_sortedness=False)
+        rsp.join_asof(
+            states,
+            left_on="ns",
+            right_on="down_ns",
+            by=RING,
+            strategy="backward",
+            check_sortedness=False,
+        )
         .filter(pl.col("state") == "down")
         .with_columns((pl.col("ns") - pl.col("down_ns")).alias("late_ns"))
     )
@@ -314,7 +333,8 @@ def response_after_disconnect(streams: Streams, options: AnalysisOptions) -> pl.
         rows,
         "response-after-disconnect",
         message=pl.format(
-            "{}: response id {} written at {} ms, {} ms after {} at {} ms: the backend writes into a ring it gave up",
+            "{}: response id {} written at {} ms, {} ms after {} at {} "
+            "ms: the backend writes into a ring it gave up",
             ring_label(),
             "id",
             ms("ns"),
@@ -368,22 +388,38 @@ def grants_held_at_destroy(streams: Streams, options: AnalysisOptions) -> pl.Laz
         .group_by("domid")
         .agg(pl.col("ns").min())
     )
-    grants = streams.grants.lazy().rename({"granting_domid": "domid"}).sort("ns", maintain_order=True)
-    joined = grants.join(destroys, on="domid", how="inner", suffix="_destroy", maintain_order="left")
-    rows = joined.group_by("domid").agg(
-        pl.col("ns_destroy").first().alias("ns"),
-        pl.col("balance").last().alias("final_balance"),
-        pl.col("balance").filter(pl.col("ns") <= pl.col("ns_destroy")).last().fill_null(0).alias("balance_at_destroy"),
-        ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "map")).sum().alias("maps_after"),
-        ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "unmap")).sum().alias("unmaps_after"),
-        pl.col("ns").max().alias("ns_end"),
-    ).filter(pl.col("final_balance") > 0)
+    grants = (
+        streams.grants.lazy().rename({"granting_domid": "domid"}).sort("ns", maintain_order=True)
+    )
+    joined = grants.join(
+        destroys, on="domid", how="inner", suffix="_destroy", maintain_order="left"
+    )
+    rows = (
+        joined.group_by("domid")
+        .agg(
+            pl.col("ns_destroy").first().alias("ns"),
+            pl.col("balance").last().alias("final_balance"),
+            pl.col("balance")
+            .filter(pl.col("ns") <= pl.col("ns_destroy"))
+            .last()
+            .fill_null(0)
+            .alias("balance_at_destroy"),
+            ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "map"))
+            .sum()
+            .alias("maps_after"),
+            ((pl.col("ns") > pl.col("ns_destroy")) & (pl.col("op") == "unmap"))
+            .sum()
+            .alias("unmaps_after"),
+            pl.col("ns").max().alias("ns_end"),
+        )
+        .filter(pl.col("final_balance") > 0)
+    )
     return emit(
         rows,
         "grants-held-at-destroy",
         message=pl.format(
-            "domain {}: at least {} grant mappings still held at trace end, after its destroy at {} ms "
-            "(balance {} at destroy)",
+            "domain {}: at least {} grant mappings still held at trace end, "
+            "after its destroy at {} ms (balance {} at destroy)",
             "domid",
             "final_balance",
             ms("ns"),
@@ -442,18 +478,23 @@ def migration_handoff_io(streams: Streams, options: AnalysisOptions) -> pl.LazyF
         .join(handoff, on="domid", how="inner")
         .filter(pl.col("ns") > pl.col("handoff_ns"))
     )
-    rows = late.group_by(RING).agg(
-        pl.col("handoff_ns").first(),
-        pl.len().alias("late"),
-        pl.col("op").is_in(_WRITE_OPS).sum().alias("writes"),
-        pl.col("ns").min().alias("first_ns"),
-        pl.col("ns").max().alias("last_ns"),
-    ).with_columns(pl.col("handoff_ns").alias("ns"), pl.col("last_ns").alias("ns_end"))
+    rows = (
+        late.group_by(RING)
+        .agg(
+            pl.col("handoff_ns").first(),
+            pl.len().alias("late"),
+            pl.col("op").is_in(_WRITE_OPS).sum().alias("writes"),
+            pl.col("ns").min().alias("first_ns"),
+            pl.col("ns").max().alias("last_ns"),
+        )
+        .with_columns(pl.col("handoff_ns").alias("ns"), pl.col("last_ns").alias("ns_end"))
+    )
     return emit(
         rows,
         "migration-handoff-io",
         message=pl.format(
-            "{}: {} responses ({} writes) completed on the source after the target was started at {} ms, "
+            "{}: {} responses ({} writes) completed on the source "
+            "after the target was started at {} ms, "
             "the last at {} ms: the target may read stale data",
             ring_label(),
             "late",

@@ -1,4 +1,4 @@
-"""Completion-order rules: reordering is legal in blkif; overlapping writes reordered are not safe."""
+"""Completion-order rules: reordering is legal in blkif, not for overlapping writes."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     # Earliest completion among requests issued after this one (suffix minimum).
     later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1).over(_SESSION)
     rows = (
-        io.with_columns((pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0).alias("hol"))
+        io.with_columns(
+            (pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0).alias("hol")
+        )
         .group_by(_SESSION)
         .agg(
             pl.len().alias("completed"),
@@ -123,7 +125,9 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
     about (e.g. discarded journal blocks).
     """
     io = _io_in_issue_order(streams).filter(
-        (pl.col("operation") == OP_WRITE) & pl.col("sector_number").is_not_null() & pl.col("rsp_ns").is_not_null()
+        (pl.col("operation") == OP_WRITE)
+        & pl.col("sector_number").is_not_null()
+        & pl.col("rsp_ns").is_not_null()
     )
     # Only sectors written more than once can pair up; filtering first keeps
     # the window below off millions of one-row groups.
@@ -136,9 +140,14 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
             pl.col("rsp_ns").shift(-1).over(key).alias("later_rsp_ns"),
         )
         .filter(
-            (pl.col("later_req_ns") < pl.col("rsp_ns")) & (pl.col("later_rsp_ns") < pl.col("rsp_ns"))
+            (pl.col("later_req_ns") < pl.col("rsp_ns"))
+            & (pl.col("later_rsp_ns") < pl.col("rsp_ns"))
         )
-        .with_columns(pl.col("req_ns").alias("ns"), pl.col("rsp_ns").alias("ns_end"), pl.col("req_idx").alias("idx"))
+        .with_columns(
+            pl.col("req_ns").alias("ns"),
+            pl.col("rsp_ns").alias("ns_end"),
+            pl.col("req_idx").alias("idx"),
+        )
     )
     return emit(
         rows,
@@ -154,5 +163,14 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
             "later_id",
             ms("later_rsp_ns"),
         ),
-        evidence=["id", "sector_number", "nr_sectors", "req_ns", "rsp_ns", "later_id", "later_req_ns", "later_rsp_ns"],
+        evidence=[
+            "id",
+            "sector_number",
+            "nr_sectors",
+            "req_ns",
+            "rsp_ns",
+            "later_id",
+            "later_req_ns",
+            "later_rsp_ns",
+        ],
     )

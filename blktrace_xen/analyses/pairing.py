@@ -24,7 +24,11 @@ def _start_observed(streams: Streams) -> pl.LazyFrame:
     starts = streams.control.lazy().filter(pl.col("kind").cast(pl.String).is_in(_RING_START))
     rings = timeline(streams).lazy().group_by(RING).agg(pl.col("ns").min().alias("first_ns"))
     # A domain-wide event (null vdev) starts every ring of the domain.
-    per_ring = rings.join(starts.select("domid", "vdev", "queue", pl.col("ns").alias("start_ns")), on="domid", how="inner")
+    per_ring = rings.join(
+        starts.select("domid", "vdev", "queue", pl.col("ns").alias("start_ns")),
+        on="domid",
+        how="inner",
+    )
     per_ring = per_ring.filter(
         (pl.col("vdev_right").is_null() | (pl.col("vdev_right") == pl.col("vdev")))
         & (pl.col("queue_right").is_null() | (pl.col("queue_right") == pl.col("queue")))
@@ -141,16 +145,25 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
     gap) between the two responses; confidence is lowered when they overlap.
     """
     # The window runs from the first response: a request lost in between would explain it.
-    rows = _responses(streams).filter(
-        (pl.col("prev_kind") == RSP) & (pl.col("excess") > pl.max_horizontal("prev_max_excess", 0))
-    ).with_columns(
-        pl.col("prev_ns").alias("first_ns"), pl.col("ns").alias("dup_ns"), pl.col("ns").alias("ns_end")
-    ).with_columns(pl.col("first_ns").alias("ns"))
+    rows = (
+        _responses(streams)
+        .filter(
+            (pl.col("prev_kind") == RSP)
+            & (pl.col("excess") > pl.max_horizontal("prev_max_excess", 0))
+        )
+        .with_columns(
+            pl.col("prev_ns").alias("first_ns"),
+            pl.col("ns").alias("dup_ns"),
+            pl.col("ns").alias("ns_end"),
+        )
+        .with_columns(pl.col("first_ns").alias("ns"))
+    )
     return emit(
         rows,
         "duplicate-response",
         message=pl.format(
-            "{}: id {} answered again at {} ms (idx {}) with no new request since its response at {} ms",
+            "{}: id {} answered again at {} ms (idx {}) with no new "
+            "request since its response at {} ms",
             ring_label(),
             "id",
             ms("dup_ns"),
@@ -228,7 +241,8 @@ def response_op_mismatch(streams: Streams, options: AnalysisOptions) -> pl.LazyF
     severity="high",
     title="a response status outside {0, -1, -2}",
     source="blkif.h BLKIF_RSP_{OKAY,ERROR,EOPNOTSUPP}; blkfront hardening (Juergen Gross 2021)",
-    example="d1/51712/q0: response id 2 at 3.000 ms has status 7, not OKAY(0)/ERROR(-1)/EOPNOTSUPP(-2)",
+    example="d1/51712/q0: response id 2 at 3.000 ms has status 7, "
+    "not OKAY(0)/ERROR(-1)/EOPNOTSUPP(-2)",
 )
 def response_bad_status(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     """A response whose status is not one blkif defines.

@@ -13,13 +13,9 @@ from blktrace_xen.streams import Streams
 
 def trace_end_ns(streams: Streams) -> int | None:
     """The last time any table observed."""
-    ends = [
-        frame["ns"].max()
-        for frame in (streams.requests, streams.responses, streams.snapshots, streams.control)
-        if frame.height
-    ]
-    vals = [int(v) for v in ends if v is not None]  # type: ignore[call-overload]
-    return max(vals) if vals else None
+    frames = (streams.requests, streams.responses, streams.snapshots, streams.control)
+    ends = pl.concat([f.select(pl.col("ns").max()) for f in frames])["ns"].max()
+    return None if ends is None else int(ends)  # type: ignore[arg-type]
 
 
 @rule(
@@ -65,25 +61,52 @@ def stall(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
         .with_columns(pl.max_horizontal("prev_ns", "last_rsp_ns").alias("since"))
         .with_columns((pl.col("ns") - pl.col("since")).alias("waited_ns"))
         .filter(pl.col("waited_ns") > options.stall_ns)
-        .select(*RING, "session", "id", "idx", pl.col("since").alias("ns"), pl.col("ns").alias("ns_end"),
-                "waited_ns", pl.lit(1, pl.UInt32).alias("pending"), pl.lit(False).alias("open"))
+        .select(
+            *RING,
+            "session",
+            "id",
+            "idx",
+            pl.col("since").alias("ns"),
+            pl.col("ns").alias("ns_end"),
+            "waited_ns",
+            pl.lit(1, pl.UInt32).alias("pending"),
+            pl.lit(False).alias("open"),
+        )
     )
     end = trace_end_ns(streams)
     parts = [ended]
     if end is not None:
-        last_rsp = tl.filter(pl.col("kind") == RSP).group_by(RING).agg(pl.col("ns").max().alias("last_rsp"))
+        last_rsp = (
+            tl.filter(pl.col("kind") == RSP)
+            .group_by(RING)
+            .agg(pl.col("ns").max().alias("last_rsp"))
+        )
         still = (
             streams.io.lazy()
             .filter(pl.col("rsp_ns").is_null())
             .group_by(RING)
-            .agg(pl.len().cast(pl.UInt32).alias("pending"), pl.col("req_ns").min().alias("oldest"),
-                 pl.col("session").last())
+            .agg(
+                pl.len().cast(pl.UInt32).alias("pending"),
+                pl.col("req_ns").min().alias("oldest"),
+                pl.col("session").last(),
+            )
             .join(last_rsp, on=RING, how="left", nulls_equal=True)
             .with_columns(pl.max_horizontal("oldest", "last_rsp").alias("ns"))
-            .with_columns((pl.lit(end) - pl.col("ns")).alias("waited_ns"), pl.lit(end).alias("ns_end"))
+            .with_columns(
+                (pl.lit(end) - pl.col("ns")).alias("waited_ns"), pl.lit(end).alias("ns_end")
+            )
             .filter(pl.col("waited_ns") > options.stall_ns)
-            .select(*RING, "session", pl.lit(None, pl.UInt64).alias("id"), pl.lit(None, pl.UInt32).alias("idx"),
-                    "ns", "ns_end", "waited_ns", "pending", pl.lit(True).alias("open"))
+            .select(
+                *RING,
+                "session",
+                pl.lit(None, pl.UInt64).alias("id"),
+                pl.lit(None, pl.UInt32).alias("idx"),
+                "ns",
+                "ns_end",
+                "waited_ns",
+                "pending",
+                pl.lit(True).alias("open"),
+            )
         )
         parts.append(still)
     rows = pl.concat(parts, how="vertical_relaxed")
@@ -91,14 +114,19 @@ def stall(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
         rows,
         "stall",
         message=pl.format(
-            "{}: {} request(s){} waited {} ms with no backend progress (no response on the ring) from {} ms until {} ms{}",
+            "{}: {} request(s){} waited {} ms with no backend progress (no "
+            "response on the ring) from {} ms until {} ms{}",
             ring_label(),
             "pending",
-            pl.when(pl.col("id").is_not_null()).then(pl.format(" incl. id {}", "id")).otherwise(pl.lit("")),
+            pl.when(pl.col("id").is_not_null())
+            .then(pl.format(" incl. id {}", "id"))
+            .otherwise(pl.lit("")),
             ms("waited_ns"),
             ms("ns"),
             ms("ns_end"),
-            pl.when(pl.col("open")).then(pl.lit(" (still pending at trace end)")).otherwise(pl.lit("")),
+            pl.when(pl.col("open"))
+            .then(pl.lit(" (still pending at trace end)"))
+            .otherwise(pl.lit("")),
         ),
         evidence=["id", "pending", "waited_ns", "open"],
     )
@@ -221,7 +249,9 @@ def notification_index_implausible(streams: Streams, options: AnalysisOptions) -
             pl.col(index).cast(pl.Int64).alias("event"),
             pl.col(prod).cast(pl.Int64).alias("prod"),
             pl.lit(index).alias("index"),
-        ).with_columns(((pl.col("ahead") > pl.col("nr_ents")) & (pl.col("ahead") < HALF)).alias("bad"))
+        ).with_columns(
+            ((pl.col("ahead") > pl.col("nr_ents")) & (pl.col("ahead") < HALF)).alias("bad")
+        )
         parts.append(
             episodes(rows, "bad", RING)
             .group_by([*RING, "run"])
@@ -236,7 +266,8 @@ def notification_index_implausible(streams: Streams, options: AnalysisOptions) -
         pl.concat(parts),
         "notification-index-implausible",
         message=pl.format(
-            "{}: {} {} is {} ahead of {} on a {}-entry ring from {} ms: the producer will never notify, {} snapshots",
+            "{}: {} {} is {} ahead of {} on a {}-entry ring from {} ms: "
+            "the producer will never notify, {} snapshots",
             ring_label(),
             "index",
             "event",

@@ -22,7 +22,10 @@ def _problems() -> pl.Expr:
         ((op == 6) & ~pl.col("indirect_op").is_in([0, 1]), "indirect_op is neither READ nor WRITE"),
         (rw & (nseg == 0), "read/write with no segments"),
         (op.is_in([0, 1, 2, 3]) & (nseg > MAX_SEGMENTS), f"more than {MAX_SEGMENTS} segments"),
-        ((op == 6) & ((nseg == 0) | (nseg > MAX_INDIRECT_SEGMENTS)), "indirect segment count out of range"),
+        (
+            (op == 6) & ((nseg == 0) | (nseg > MAX_INDIRECT_SEGMENTS)),
+            "indirect segment count out of range",
+        ),
         (
             (rw | (op == 6)) & (nseg > 0) & ((nsec < nseg) | (nsec > SECTORS_PER_SEGMENT * nseg)),
             "sector count impossible for its segments (each covers 1..8 sectors)",
@@ -98,5 +101,13 @@ def malformed_request(streams: Streams, options: AnalysisOptions) -> pl.LazyFram
             pl.col("nr_sectors").cast(pl.String).fill_null("?"),
             "problems",
         ),
-        evidence=["id", "operation", "indirect_op", "nr_segments", "nr_sectors", "sector_number", "problems"],
+        evidence=[
+            "id",
+            "operation",
+            "indirect_op",
+            "nr_segments",
+            "nr_sectors",
+            "sector_number",
+            "problems",
+        ],
     )

@@ -48,7 +48,8 @@ def slot_mutation(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
         rows,
         "slot-mutation",
         message=pl.format(
-            "{}: request slot idx {} rewritten between {} and {} ms ({}) while published and unanswered",
+            "{}: request slot idx {} rewritten between {} and {} ms "
+            "({}) while published and unanswered",
             ring_label(),
             "idx",
             ms("ns"),

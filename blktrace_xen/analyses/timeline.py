@@ -100,7 +100,12 @@ def build(streams: Streams) -> pl.LazyFrame:
         pl.col("ns").shift(1).over(per_id).alias("prev_ns"),
         pl.col("full").shift(1).over(per_id).alias("prev_full"),
         (1 - 2 * pl.col("kind").cast(pl.Int64)).cum_sum().over("ring_key").alias("inflight"),
-        pl.when(is_rsp).then(pl.col("ns")).shift(1).forward_fill().over("ring_key").alias("last_rsp_ns"),
+        pl.when(is_rsp)
+        .then(pl.col("ns"))
+        .shift(1)
+        .forward_fill()
+        .over("ring_key")
+        .alias("last_rsp_ns"),
     )
 
 

@@ -36,11 +36,24 @@ def _print_tables(findings: Any, btt: Any, summary: dict[str, Any]) -> None:
             ring,
             "" if row["ns"] is None else f"{row['ns'] / 1e6:.3f}",
             "" if row["id"] is None else str(row["id"]),
-            row["message"] + ("" if row["confidence"] >= 1.0 else f" (confidence {row['confidence']:.2f})"),
+            row["message"]
+            + ("" if row["confidence"] >= 1.0 else f" (confidence {row['confidence']:.2f})"),
         )
     console.print(table)
     lat = Table(title="latency by ring and op (btt)")
-    cols = ("ring", "op", "count", "iops", "MB/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "qd p50/max", "reordered")
+    cols = (
+        "ring",
+        "op",
+        "count",
+        "iops",
+        "MB/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "qd p50/max",
+        "reordered",
+    )
     for col in cols:
         lat.add_column(col, justify="right")
 
@@ -68,16 +81,29 @@ def _print_tables(findings: Any, btt: Any, summary: dict[str, Any]) -> None:
 
 
 @app.command()
-def analyze(
-    files: Annotated[list[Path], typer.Argument(help="xentrace dumps, pcapng ring captures or streams folders")],
-    json_out: Annotated[bool, typer.Option("--json", help="print {findings, summary, btt} as JSON")] = False,
-    rules: Annotated[str | None, typer.Option(help="comma-separated rule ids (default: all; see docs/rules.md)")] = None,
-    min_severity: Annotated[str, typer.Option(help="drop findings below: info, low, medium, high, critical")] = "info",
-    fail_on: Annotated[
-        str | None, typer.Option(help=f"exit {EXIT_FINDINGS} if a finding at or above this severity exists")
+def analyze(  # noqa: PLR0917  (typer maps parameters to options)
+    files: Annotated[
+        list[Path], typer.Argument(help="xentrace dumps, pcapng ring captures or streams folders")
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print {findings, summary, btt} as JSON")
+    ] = False,
+    rules: Annotated[
+        str | None, typer.Option(help="comma-separated rule ids (default: all; see docs/rules.md)")
     ] = None,
-    cpu_mhz: Annotated[float | None, typer.Option(help="TSC frequency (xl info: cpu_mhz); default 2400")] = None,
-    stall_ms: Annotated[float | None, typer.Option(help="stall threshold in ms (default 5000)")] = None,
+    min_severity: Annotated[
+        str, typer.Option(help="drop findings below: info, low, medium, high, critical")
+    ] = "info",
+    fail_on: Annotated[
+        str | None,
+        typer.Option(help=f"exit {EXIT_FINDINGS} if a finding at or above this severity exists"),
+    ] = None,
+    cpu_mhz: Annotated[
+        float | None, typer.Option(help="TSC frequency (xl info: cpu_mhz); default 2400")
+    ] = None,
+    stall_ms: Annotated[
+        float | None, typer.Option(help="stall threshold in ms (default 5000)")
+    ] = None,
     traceback: Annotated[bool, typer.Option(help="show the full traceback on errors")] = False,
 ) -> None:
     """Find blkif protocol violations and summarise latency per ring and op."""
@@ -88,11 +114,15 @@ def analyze(
 
     with handle_errors(traceback):
         if fail_on is not None and fail_on not in SEVERITIES:
-            raise ModelUsageError(f"--fail-on: unknown severity {fail_on!r}; expected one of {', '.join(SEVERITIES)}")
+            raise ModelUsageError(
+                f"--fail-on: unknown severity {fail_on!r}; expected one of {', '.join(SEVERITIES)}"
+            )
         streams = load_streams(files, cpu_mhz=cpu_mhz)
         if streams.meta.get("cpu_mhz_default") and streams.meta.get("t0_tsc") is not None:
             warn("no --cpu-mhz given: TSC converted at 2400 MHz, times may be off")
-        options = AnalysisOptions() if stall_ms is None else AnalysisOptions(stall_ns=int(stall_ms * 1e6))
+        options = (
+            AnalysisOptions() if stall_ms is None else AnalysisOptions(stall_ns=int(stall_ms * 1e6))
+        )
         selected = None if rules is None else [r.strip() for r in rules.split(",") if r.strip()]
         findings = run_rules(streams, rules=selected, min_severity=min_severity, options=options)
         btt = btt_table(streams)
