@@ -1,0 +1,105 @@
+"""Requests, responses and control from a ring capture (snapshot diffs + xenstore lines).
+
+The snapshot diffs are the ring decoder's (:func:`blktrace_xen.decode.ring.derive_ring_streams`);
+this module adds what the capture's xenstore interface shows (xenbus state of
+either end, any other vbd key) and turns producer regressions into index
+discontinuities, so sessions split where the ring was re-initialised.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import polars as pl
+
+from blktrace_xen import schema
+
+if TYPE_CHECKING:
+    from blktrace_xen.decode.ringcap import RingCapture
+
+# /local/domain/<domid>/device/vbd/<vdev>/<key...>
+_FRONT_RE: Final = r"^/local/domain/(\d+)/device/vbd/(\d+)(?:/(.*))?$"
+# /local/domain/<backend>/backend/vbd/<domid>/<vdev>/<key...>
+_BACK_RE: Final = r"^/local/domain/\d+/backend/vbd/(\d+)/(\d+)(?:/(.*))?$"
+# multi-queue: queue-<n>/... names a queue
+_QUEUE_RE: Final = r"^queue-(\d+)/"
+
+
+def control_from_xenstore(xenstore: pl.DataFrame) -> pl.DataFrame:
+    """CONTROL_SCHEMA rows from xenstore writes (columns ns, tsc, path, value).
+
+    ``.../state`` writes become ``xenbus_state`` rows with the state number in
+    ``value``; every other write under a vbd becomes a ``xenstore`` row with
+    ``detail = "path=value"``. Paths outside the vbd trees are ignored.
+    """
+    if xenstore.height == 0:
+        return schema.empty("control")
+    xs = xenstore.with_columns(
+        pl.col("path").str.extract(_FRONT_RE, 1).alias("_fd"),
+        pl.col("path").str.extract(_FRONT_RE, 2).alias("_fv"),
+        pl.col("path").str.extract(_FRONT_RE, 3).alias("_fk"),
+        pl.col("path").str.extract(_BACK_RE, 1).alias("_bd"),
+        pl.col("path").str.extract(_BACK_RE, 2).alias("_bv"),
+        pl.col("path").str.extract(_BACK_RE, 3).alias("_bk"),
+    )
+    front = pl.col("_fd").is_not_null()
+    xs = xs.filter(front | pl.col("_bd").is_not_null()).with_columns(
+        pl.when(front).then(pl.col("_fd")).otherwise(pl.col("_bd")).cast(pl.UInt16).alias("domid"),
+        pl.when(front).then(pl.col("_fv")).otherwise(pl.col("_bv")).cast(pl.UInt32).alias("vdev"),
+        pl.when(front).then(pl.col("_fk")).otherwise(pl.col("_bk")).fill_null("").alias("_key"),
+        pl.when(front).then(pl.lit("front")).otherwise(pl.lit("back")).alias("side"),
+    )
+    is_state = pl.col("_key") == "state"
+    value = pl.col("value").str.strip_chars().cast(pl.Int64, strict=False)
+    out = xs.select(
+        "domid",
+        "vdev",
+        pl.col("_key").str.extract(_QUEUE_RE, 1).cast(pl.UInt16).alias("queue"),
+        "ns",
+        "tsc",
+        pl.when(is_state).then(pl.lit("xenbus_state")).otherwise(pl.lit("xenstore")).alias("kind"),
+        "side",
+        pl.when(is_state).then(value).alias("value"),
+        pl.when(is_state).then(None).otherwise(pl.format("{}={}", "path", "value")).alias("detail"),
+        pl.lit("ringcap").alias("source"),
+    )
+    return schema.conform(out, "control")
+
+
+def control_from_anomalies(anomalies: pl.DataFrame) -> pl.DataFrame:
+    """``index_discontinuity`` rows for producers the ring decoder saw moving backwards."""
+    back = anomalies.filter(pl.col("kind") == "backwards")
+    out = back.select(
+        "domid",
+        "vdev",
+        "queue",
+        "ns",
+        pl.lit("index_discontinuity").alias("kind"),
+        pl.lit("unknown").alias("side"),
+        pl.col("new").cast(pl.Int64).alias("value"),
+        pl.format("{}_prod moved back from {} to {}", "producer", "old", "new").alias("detail"),
+        pl.lit("ringcap").alias("source"),
+    )
+    return schema.conform(out, "control")
+
+
+def capture_parts(capture: RingCapture) -> dict[str, pl.DataFrame]:
+    """Frames (pre-assembly) from a decoded ring capture, on the capture's own time base."""
+    from blktrace_xen.decode.ring import derive_ring_streams
+
+    derived = derive_ring_streams(capture)
+    control = pl.concat(
+        [control_from_xenstore(capture.xenstore), control_from_anomalies(derived.anomalies)]
+    ).sort("ns", maintain_order=True)
+    return {
+        "requests": derived.requests,
+        "responses": derived.responses,
+        "control": control,
+        "snapshots": capture.snapshots,
+        "rings": capture.rings,
+        "gaps": derived.gaps,
+        "mutations": derived.mutations,
+    }
+
+
+__all__ = ["capture_parts", "control_from_anomalies", "control_from_xenstore"]

@@ -1,0 +1,242 @@
+"""Ring sessions: each ring's life split where the ring is (re)started.
+
+A session begins where the ring indices may legitimately restart or be
+re-attached: a connect (xenbus Connected, or an explicit ``connect``), a ring
+map, a driver bind, a resume, a domain create, or an index discontinuity
+inferred from the ring itself. Requests, responses and control rows get the
+number of session starts seen for their ring at or before their time (0 = the
+ring was already live when the trace began).
+
+Disconnect, unbind, destroy and suspend do *not* start a session: a backend
+that waits for in-flight I/O (the refcounted disconnect fix) still answers
+after a disconnect request, and those responses must pair with their requests.
+They are the *reasons* a request of the session may never be answered
+(:func:`end_reasons`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+from blktrace_xen import schema
+
+RING: Final = list(schema.RING_KEY)
+
+START_KINDS: Final = (
+    "connect",
+    "ring_map",
+    "bind",
+    "resume",
+    "domain_create",
+    "index_discontinuity",
+)
+XENBUS_CONNECTED: Final = 4
+XENBUS_CLOSING: Final = 5
+XENBUS_CLOSED: Final = 6
+
+# Control kinds that explain why a request was never answered -> io.outcome.
+END_REASONS: Final[dict[str, str]] = {
+    "disconnect_request": "disconnect",
+    "disconnect_done": "disconnect",
+    "ring_unmap": "disconnect",
+    "unbind": "unbind",
+    "domain_destroy": "destroy",
+    "domain_shutdown": "destroy",
+    "suspend": "suspend",
+}
+
+# When a session ends without any of those, the next session's start says why.
+_START_AS_REASON: Final[dict[str, str]] = {
+    "connect": "disconnect",
+    "ring_map": "disconnect",
+    "bind": "unbind",
+    "resume": "suspend",
+    "domain_create": "destroy",
+    "index_discontinuity": "reset",
+}
+
+
+def _kind_str() -> pl.Expr:
+    return pl.col("kind").cast(pl.String)
+
+
+def ring_keys(*frames: pl.DataFrame) -> pl.DataFrame:
+    """The distinct ring keys (all three parts non-null) of ``frames``."""
+    parts = [f.select(RING) for f in frames if f.height]
+    if not parts:
+        return pl.DataFrame(schema={k: schema.CONTROL_SCHEMA[k] for k in RING})
+    keys = pl.concat([p.cast({k: schema.CONTROL_SCHEMA[k] for k in RING}) for p in parts])
+    return keys.drop_nulls().unique(maintain_order=True)
+
+
+def per_ring(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
+    """Control rows expanded to every ring they concern.
+
+    A row with a null ``vdev`` concerns every ring of its domain, a null
+    ``queue`` every queue of its device. Output columns: ring key, ``ns``,
+    ``kind`` (string), ``value``, ``_seq`` (the row's position in ``control``).
+    """
+    ctl = control.with_row_index("_seq").select(
+        pl.col("domid"),
+        pl.col("vdev").alias("_vdev"),
+        pl.col("queue").alias("_queue"),
+        "ns",
+        _kind_str().alias("kind"),
+        "value",
+        pl.col("_seq").cast(pl.Int64),
+    )
+    joined = rings.join(ctl, on="domid", how="inner")
+    return joined.filter(
+        (pl.col("_vdev").is_null() | (pl.col("_vdev") == pl.col("vdev")))
+        & (pl.col("_queue").is_null() | (pl.col("_queue") == pl.col("queue")))
+    ).select(*RING, "ns", "kind", "value", "_seq")
+
+
+def _is_start() -> pl.Expr:
+    return pl.col("kind").is_in(list(START_KINDS)) | (
+        (pl.col("kind") == "xenbus_state") & (pl.col("value") == XENBUS_CONNECTED)
+    )
+
+
+def _end_reason() -> pl.Expr:
+    reason = pl.col("kind").replace_strict(END_REASONS, default=None, return_dtype=pl.String)
+    closing = (pl.col("kind") == "xenbus_state") & pl.col("value").is_in(
+        [XENBUS_CLOSING, XENBUS_CLOSED]
+    )
+    return pl.when(closing).then(pl.lit("disconnect")).otherwise(reason)
+
+
+def session_starts(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
+    """One row per session start: ring key, ``ns``, ``session`` (1, 2, ...), ``start_kind``."""
+    starts = per_ring(control, rings).filter(_is_start()).sort("ns", "_seq")
+    return starts.select(
+        *RING,
+        pl.col("ns").alias("start_ns"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(RING).alias("session"),
+        pl.col("kind").alias("start_kind"),
+    )
+
+
+def assign_sessions(frame: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``session`` set from ``starts`` (a start at the same ns counts as before).
+
+    Row order is kept. Rows with a null ``ns`` keep session 0.
+    """
+    if frame.height == 0:
+        return frame
+    cols = frame.columns
+    tagged = frame.with_row_index("_row").with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
+    if starts.height == 0:
+        return frame.with_columns(pl.lit(0, pl.UInt32).alias("session")).select(cols)
+    right = starts.select(*RING, "start_ns", pl.col("session").alias("_session")).sort("start_ns")
+    out = (
+        tagged.drop("session")
+        .sort("ns", maintain_order=True)
+        .join_asof(right, left_on="ns", right_on="start_ns", by=RING, strategy="backward")
+        .sort("_row")
+    )
+    return (
+        out.with_columns(
+            pl.col("_session").fill_null(0).cast(pl.UInt32).alias("session"),
+        )
+        .with_columns(frame["ns"].alias("ns"))
+        .select(cols)
+    )
+
+
+def end_reasons(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
+    """Every control row that can explain an unanswered request: ring key, ``ns``, ``reason``."""
+    rows = per_ring(control, rings).with_columns(_end_reason().alias("reason"))
+    return rows.filter(pl.col("reason").is_not_null()).select(*RING, "ns", "reason", "_seq")
+
+
+def unanswered_outcome(
+    pending: pl.DataFrame, control: pl.DataFrame, starts: pl.DataFrame
+) -> pl.Series:
+    """Why each request of ``pending`` (ring key, session, ns) was never answered.
+
+    The first disconnect / unbind / destroy / suspend of the ring at or after
+    the request, within its session; else, if a later session started, the
+    reason that start implies; else ``trace_end``.
+    """
+    if pending.height == 0:
+        return pl.Series("outcome", [], dtype=pl.String)
+    rings = pending.select(RING).unique()
+    reasons = (
+        end_reasons(control, rings)
+        .sort("ns", "_seq")
+        .select(*RING, pl.col("ns").alias("end_ns"), "reason")
+    )
+    nxt = starts.select(
+        *RING,
+        (pl.col("session") - 1).alias("session"),
+        pl.col("start_ns").alias("next_start_ns"),
+        pl.col("start_kind")
+        .replace_strict(_START_AS_REASON, return_dtype=pl.String)
+        .alias("next_reason"),
+    )
+    work = pending.select(*RING, "session", "ns").with_row_index("_row")
+    work = work.join(nxt, on=[*RING, "session"], how="left")
+    if reasons.height:
+        work = (
+            work.with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
+            .sort("ns", maintain_order=True)
+            .join_asof(reasons, left_on="ns", right_on="end_ns", by=RING, strategy="forward")
+            .sort("_row")
+        )
+    else:
+        work = work.with_columns(
+            pl.lit(None, pl.Int64).alias("end_ns"), pl.lit(None, pl.String).alias("reason")
+        )
+    in_session = pl.col("end_ns").is_not_null() & (
+        pl.col("next_start_ns").is_null() | (pl.col("end_ns") <= pl.col("next_start_ns"))
+    )
+    return work.select(
+        pl.when(in_session)
+        .then(pl.col("reason"))
+        .when(pl.col("next_reason").is_not_null())
+        .then(pl.col("next_reason"))
+        .otherwise(pl.lit("trace_end"))
+        .alias("outcome")
+    ).to_series()
+
+
+def index_discontinuities(requests: pl.DataFrame) -> pl.DataFrame:
+    """Control rows (kind ``index_discontinuity``) where a ring's request index moved backwards.
+
+    Consecutive requests of a ring (in time order) normally have consecutive
+    indices; a step that is negative modulo 2**32 means the ring was
+    re-initialised under the observer. A forward jump is not a discontinuity
+    (instrumentation may be sampled, captures may miss entries: see ``gaps``).
+    """
+    req = requests.filter(pl.col("idx").is_not_null()).select(*RING, "ns", "tsc", "idx", "source")
+    step = (pl.col("idx").cast(pl.Int64) - pl.col("idx").shift(1).over(RING).cast(pl.Int64)) % (
+        1 << 32
+    )
+    jumps = req.with_columns(step.alias("_step")).filter(pl.col("_step") >= (1 << 31))
+    out = jumps.select(
+        *RING,
+        "ns",
+        "tsc",
+        pl.lit("index_discontinuity").alias("kind"),
+        pl.lit("unknown").alias("side"),
+        pl.col("idx").cast(pl.Int64).alias("value"),
+        pl.format("request idx moved back by {}", (1 << 32) - pl.col("_step")).alias("detail"),
+        "source",
+    )
+    return schema.conform(out, "control")
+
+
+__all__ = [
+    "END_REASONS",
+    "START_KINDS",
+    "assign_sessions",
+    "end_reasons",
+    "index_discontinuities",
+    "per_ring",
+    "ring_keys",
+    "session_starts",
+    "unanswered_outcome",
+]
