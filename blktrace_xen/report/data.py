@@ -180,10 +180,16 @@ def _inflight_sweep(io: pl.DataFrame, t0: int) -> pl.DataFrame:
     done = io.filter(pl.col("rsp_ns").is_not_null() & pl.col("req_ns").is_not_null()).select(
         *KEYS, pl.col("rsp_ns").alias("ns"), pl.lit(-1, pl.Int32).alias("d")
     )
+    # One packed u64 window key: a window over three columns costs about twice as much.
+    packed = (
+        pl.col("domid").cast(pl.UInt64) * (1 << 48)
+        + pl.col("vdev").cast(pl.UInt64) * (1 << 16)
+        + pl.col("queue").cast(pl.UInt64)
+    )
     return (
         pl.concat([issued, done])
         .sort("ns", maintain_order=True)
-        .select(*KEYS, _seconds("ns", t0), pl.col("d").cum_sum().over(KEYS).alias("inflight"))
+        .select(*KEYS, _seconds("ns", t0), pl.col("d").cum_sum().over(packed).alias("inflight"))
     )
 
 
