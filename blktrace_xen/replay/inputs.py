@@ -1,0 +1,572 @@
+"""Streams -> the model's input events, under the trace's own (virtual) time.
+
+A trace records two kinds of things: what the *world* did (the guest issued a request,
+the backend thread ran, the disk finished an I/O, the toolstack unbound the driver) and
+what the *drivers* decided (which slot a response went to, when the ring was unmapped,
+which requests were re-issued after a resume). Replay keeps the first and lets each
+logic redo the second, so only world events become model inputs:
+
+==========================  ==============================================================
+trace                        model input
+==========================  ==============================================================
+request published            ``FrontSubmit`` at its time (not for a re-issue after resume)
+request consumed             ``BackConsume`` at the consume time (one per ring and time)
+response to a request        ``BackComplete`` of that request at the response's time
+response answering nothing   resolved when replayed (:mod:`blktrace_xen.replay.engine`)
+response consumed            ``FrontConsume`` at the consume time
+control                      ``Disconnect``/``Unbind``/``Bind``/``Suspend``/``Resume``/
+                             ``DomainDestroy``/``Handoff`` at the traced moment
+==========================  ==============================================================
+
+Where the trace lacks what a logic needs, the conversion says so as a :class:`Caveat`
+instead of guessing silently. The conversion is vectorised in Polars; only the final
+construction of the event objects is a Python loop, done once and shared by every logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+
+from blktrace_xen import schema
+from blktrace_xen.model.events import (
+    BackConsume,
+    Bind,
+    Disconnect,
+    DomainDestroy,
+    FrontConsume,
+    FrontSubmit,
+    Handoff,
+    InputEvent,
+    Resume,
+    RingKey,
+    Suspend,
+    Unbind,
+)
+from blktrace_xen.streams import Streams
+
+RING: Final = list(schema.RING_KEY)
+
+# Event codes of the merged timeline (also its tie-break order at equal time: a control
+# event first, so that a request consumed at the instant of a resume is consumed by the
+# new backend; then the request path in protocol order).
+K_CONTROL: Final = 0
+K_SUBMIT: Final = 1
+K_CONSUME: Final = 2
+K_COMPLETE: Final = 3
+K_RESPONSE: Final = 4  # a response that answers no traced request
+K_FRONT_CONSUME: Final = 5
+
+# control kind -> model input; xenbus_state, ring_map/unmap, ref_get/put, disconnect_done
+# and shutdown_done are what a *logic* does, so replay lets each logic redo them.
+CONTROL_INPUTS: Final[dict[str, str]] = {
+    "disconnect_request": "Disconnect",
+    "unbind": "Unbind",
+    "bind": "Bind",
+    "suspend": "Suspend",
+    "resume": "Resume",
+    "domain_destroy": "DomainDestroy",
+    "handoff": "Handoff",
+}
+_RESTART_KINDS: Final = ("resume", "bind", "connect", "ring_map", "handoff", "domain_create")
+_CTRL_NAMES: Final = list(CONTROL_INPUTS.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caveat:
+    """Something the trace lacks that a logic needs; how replay dealt with it."""
+
+    kind: str  # stable id: via-response, lost-records, unseen-entries, ...
+    message: str
+    count: int = 0
+    ring: str | None = None
+    t_ns: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "count": self.count,
+            "ring": self.ring,
+            "t_ns": self.t_ns,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplayInput:
+    """A trace turned into model inputs, shared by every logic replayed against it.
+
+    ``events`` is time-ordered. ``refs[i]`` is, for a ``FrontSubmit``, the number of the
+    traced request it submits; for a completion (``kind[i] == K_COMPLETE``), the number
+    of the request it completes (a re-issued request's completion refers to the
+    original); else -1. Completions and unanswered responses are *templates* resolved by
+    the engine against the logic's state (``payload[i]`` = (id, operation, status, idx)).
+    """
+
+    events: list[InputEvent | None]
+    kinds: list[int]
+    refs: list[int]
+    payload: list[tuple[int, int, int, int] | None]
+    times: list[int]
+    rings: list[RingKey]
+    ring_params: dict[RingKey, tuple[int, int]]  # nr_ents, start idx
+    caveats: list[Caveat] = field(default_factory=list)
+    lost_windows: list[tuple[int, int]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _ring_label(domid: int, vdev: int, queue: int) -> str:
+    return f"vbd/{domid}/{vdev}/q{queue}"
+
+
+def _reissues(requests: pl.DataFrame, control: pl.DataFrame, io: pl.DataFrame) -> np.ndarray:
+    """canon[i]: the traced request that request ``i`` re-issues, or ``i`` itself.
+
+    After a resume a recovering frontend publishes again what was outstanding at the
+    suspend. Those pushes are the logic's doing (the model re-issues at ``Resume``), so
+    replay must not submit them as new guest I/O. Each resume's first pushes are matched
+    to the requests outstanding at the suspend before it: by id, else by sector, else by
+    (operation, sectors, segments), as a frontend may shadow some fields and not others
+    (seed 003). Matching stops at the first push that matches nothing: new guest I/O.
+    """
+    n = requests.height
+    canon = np.arange(n, dtype=np.int64)
+    resumes = control.filter(pl.col("kind") == "resume")
+    if resumes.height == 0 or n == 0:
+        return canon
+    suspends = control.filter(pl.col("kind") == "suspend")
+    answered = io.select(*RING, "req_ns", "id", "rsp_ns")
+    req = (
+        requests.with_row_index("_i")
+        .join(
+            answered,
+            left_on=[*RING, "ns", "id"],
+            right_on=[*RING, "req_ns", "id"],
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+        .unique(subset="_i", keep="first", maintain_order=True)
+    )
+    done_at: dict[int, int | None] = dict(
+        zip(req["_i"].to_list(), req["rsp_ns"].to_list(), strict=True)
+    )
+    rows = requests.select(
+        *RING, "ns", "id", "operation", "sector_number", "nr_sectors", "nr_segments"
+    ).rows()
+    by_ring: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(rows):
+        by_ring.setdefault(r[:3], []).append(i)
+    for res in resumes.select(*RING, "ns").unique(subset=[*RING, "ns"], maintain_order=True).rows():
+        key, t_res = res[:3], res[3]
+        idxs = by_ring.get(key) if key[1] is not None else None
+        if not idxs:
+            continue
+        ring_sus = suspends.filter(
+            (pl.col("domid") == key[0])
+            & (pl.col("vdev") == key[1])
+            & (pl.col("queue").fill_null(key[2]) == key[2])
+            & (pl.col("ns") <= t_res)
+        )
+        t_sus = int(ring_sus["ns"].max()) if ring_sus.height else t_res  # type: ignore[arg-type]
+        pending = [
+            i
+            for i in idxs
+            if rows[i][3] <= t_sus
+            and canon[i] == i
+            and ((d := done_at.get(i)) is None or d > t_sus)
+        ]
+        later = [i for i in idxs if rows[i][3] >= t_res]
+        for j in later:
+            if not pending:
+                break
+            r = rows[j]
+            match = next((i for i in pending if rows[i][4] == r[4]), None)
+            if match is None:
+                match = next((i for i in pending if rows[i][6] == r[6]), None)
+            if match is None:
+                match = next((i for i in pending if (rows[i][5], rows[i][7]) == (r[5], r[7])), None)
+            if match is None or rows[match][5] != r[5]:
+                break
+            canon[j] = match
+            pending.remove(match)
+    return canon
+
+
+def _expand_domain_wide(control: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Domain-wide rows (vdev or queue null) become one row per known ring of the domain."""
+    wide = control.filter(pl.col("vdev").is_null() | pl.col("queue").is_null())
+    exact = control.filter(pl.col("vdev").is_not_null() & pl.col("queue").is_not_null())
+    if wide.height == 0:
+        return exact
+    joined = wide.drop("vdev", "queue").join(known, on="domid", how="inner")
+    joined = joined.join(
+        wide.select("domid", pl.col("vdev").alias("_v"), pl.col("queue").alias("_q")).unique(),
+        on="domid",
+        how="left",
+    ).filter(
+        (pl.col("_v").is_null() | (pl.col("_v") == pl.col("vdev")))
+        & (pl.col("_q").is_null() | (pl.col("_q") == pl.col("queue")))
+    )
+    return pl.concat([exact, joined.select(exact.columns)]).sort("ns", maintain_order=True)
+
+
+def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
+    ctl = streams.control.filter(pl.col("kind").cast(pl.String).is_in(list(CONTROL_INPUTS)))
+    ctl = _expand_domain_wide(ctl, known)
+    ctl = ctl.with_columns(
+        pl.col("kind").cast(pl.String).replace_strict(CONTROL_INPUTS).alias("_name"),
+        pl.when(pl.col("side") == "front")
+        .then(pl.lit("front"))
+        .otherwise(pl.lit("back"))
+        .alias("_side"),
+    )
+    # An event both ends record (suspend, resume) or both inputs saw (a trace and a
+    # capture) appears twice: keep the first of a run of equal kinds on one ring.
+    ctl = ctl.with_columns(pl.col("_name").shift(1).over(RING).alias("_prev")).filter(
+        pl.col("_prev").is_null() | (pl.col("_prev") != pl.col("_name"))
+    )
+    return ctl.select(
+        *RING,
+        pl.col("ns").alias("t"),
+        pl.lit(K_CONTROL, pl.UInt8).alias("kind"),
+        pl.col("_name")
+        .replace_strict({n: i for i, n in enumerate(_CTRL_NAMES)}, return_dtype=pl.Int64)
+        .alias("a"),
+        (pl.col("_side") == "front").cast(pl.Int64).alias("b"),
+    )
+
+
+def build_input(streams: Streams) -> ReplayInput:
+    """Turn ``streams`` into the inputs every logic is replayed with."""
+    requests = streams.requests
+    responses = streams.responses
+    io = streams.io
+    caveats: list[Caveat] = []
+    counts: dict[str, int] = {}
+
+    known = pl.concat(
+        [requests.select(RING), responses.select(RING), streams.rings.select(RING)]
+    ).unique(maintain_order=True)
+    known = known.filter(pl.col("vdev").is_not_null() & pl.col("queue").is_not_null())
+
+    canon = _reissues(requests, streams.control, io)
+    req = requests.with_columns(
+        pl.Series("_i", np.arange(requests.height, dtype=np.int64)),
+        pl.Series("_canon", canon),
+    )
+    reissued = int((canon != np.arange(requests.height)).sum())
+    counts["reissues_recognised"] = reissued
+    full = pl.col("seen") == "full"
+    own = pl.col("_i") == pl.col("_canon")
+
+    via = req.filter(~full & own)
+    if via.height:
+        caveats.append(
+            Caveat(
+                kind="via-response",
+                count=via.height,
+                message=(
+                    f"{via.height} request(s) were seen only through their response (a polled "
+                    "capture): replayed as submitted when first seen, without a sector "
+                    "range, so the disk-content oracle cannot judge them"
+                ),
+            )
+        )
+    submits = req.filter(own & pl.col("operation").is_not_null()).select(
+        *RING,
+        pl.col("ns").alias("t"),
+        pl.lit(K_SUBMIT, pl.UInt8).alias("kind"),
+        pl.col("operation").cast(pl.Int64).alias("a"),
+        pl.when(full).then(pl.col("sector_number")).otherwise(0).cast(pl.Int64).alias("b"),
+        pl.when(full).then(pl.col("nr_sectors")).otherwise(0).cast(pl.Int64).alias("c"),
+        pl.col("nr_segments").fill_null(1).cast(pl.Int64).alias("d"),
+        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("_i").alias("ref"),
+    )
+
+    # Responses: the ones io pairs with a request complete that request (its canonical
+    # number); the rest answer nothing traced and are resolved at replay time.
+    paired = io.filter(pl.col("rsp_ns").is_not_null()).join(
+        req.select(*RING, "session", "id", pl.col("ns").alias("req_ns"), "idx", "_canon"),
+        left_on=[*RING, "session", "id", "req_ns", "req_idx"],
+        right_on=[*RING, "session", "id", "req_ns", "idx"],
+        how="inner",
+        nulls_equal=True,
+    )
+    completes = paired.select(
+        *RING,
+        pl.col("rsp_ns").alias("t"),
+        pl.lit(K_COMPLETE, pl.UInt8).alias("kind"),
+        pl.col("operation").cast(pl.Int64).alias("a"),
+        pl.col("status").fill_null(0).cast(pl.Int64).alias("b"),
+        pl.col("rsp_idx").cast(pl.Int64).alias("c"),
+        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("_canon").alias("ref"),
+    )
+    unpaired = responses.join(
+        paired.select(*RING, pl.col("rsp_ns").alias("ns"), pl.col("rsp_idx").alias("idx")),
+        on=[*RING, "ns", "idx"],
+        how="anti",
+        nulls_equal=True,
+    )
+    loose = unpaired.select(
+        *RING,
+        pl.col("ns").alias("t"),
+        pl.lit(K_RESPONSE, pl.UInt8).alias("kind"),
+        pl.col("operation").cast(pl.Int64).alias("a"),
+        pl.col("status").fill_null(0).cast(pl.Int64).alias("b"),
+        pl.col("idx").cast(pl.Int64).alias("c"),
+        pl.col("id").cast(pl.Int64).alias("e"),
+    )
+    counts["responses_unpaired"] = loose.height
+
+    # The backend thread ran at each traced consume. A capture cannot see consumes
+    # (req_cons is private): a request it saw answered was consumed by then, and the
+    # earliest moment is its publication.
+    consumed = (
+        req.filter(own)
+        .select(
+            *RING,
+            pl.coalesce(
+                pl.col("consumed_ns"),
+                pl.when(pl.col("_i").is_in(paired["_canon"].implode())).then(pl.col("ns")),
+            ).alias("t"),
+            pl.col("consumed_ns").is_null().alias("_guess"),
+        )
+        .filter(pl.col("t").is_not_null())
+    )
+    n_guess = int(consumed["_guess"].sum())
+    if n_guess:
+        caveats.append(
+            Caveat(
+                kind="consume-not-traced",
+                count=n_guess,
+                message=(
+                    f"{n_guess} answered request(s) have no traced consume: replayed as "
+                    "consumed the moment they were published"
+                ),
+            )
+        )
+    consumes = consumed.unique(subset=[*RING, "t"], maintain_order=True).select(
+        *RING, "t", pl.lit(K_CONSUME, pl.UInt8).alias("kind")
+    )
+    front_consumes = (
+        responses.filter(pl.col("consumed_ns").is_not_null())
+        .select(*RING, pl.col("consumed_ns").alias("t"))
+        .unique(maintain_order=True)
+        .with_columns(pl.lit(K_FRONT_CONSUME, pl.UInt8).alias("kind"))
+    )
+    n_unconsumed = responses.filter(pl.col("consumed_ns").is_null()).height
+    if n_unconsumed and responses.height:
+        caveats.append(
+            Caveat(
+                kind="front-consume-not-traced",
+                count=n_unconsumed,
+                message=(
+                    f"{n_unconsumed} response(s) have no traced frontend consume: the "
+                    "frontend reads them at its next traced consume, if any"
+                ),
+            )
+        )
+    control = _control_events(streams, known)
+
+    cols: dict[str, Any] = {
+        "domid": pl.UInt16,
+        "vdev": pl.UInt32,
+        "queue": pl.UInt16,
+        "t": pl.Int64,
+        "kind": pl.UInt8,
+        "a": pl.Int64,
+        "b": pl.Int64,
+        "c": pl.Int64,
+        "d": pl.Int64,
+        "e": pl.Int64,
+        "ref": pl.Int64,
+    }
+    parts = [
+        f.with_columns(
+            [pl.lit(None, dt).alias(c) for c, dt in cols.items() if c not in f.columns]
+        ).select([pl.col(c).cast(dt) for c, dt in cols.items()])
+        for f in (control, submits, consumes, completes, loose, front_consumes)
+    ]
+    timeline = (
+        pl.concat(parts)
+        .filter(pl.col("t").is_not_null() & pl.col("vdev").is_not_null())
+        .with_columns(pl.col("queue").fill_null(0))
+        .sort(["t", "kind"], maintain_order=True)
+    )
+    inp = _objects(timeline)
+    inp.caveats = caveats + _trace_caveats(streams, requests)
+    inp.lost_windows = [
+        (int(a if a is not None else b), int(b))
+        for a, b in streams.lost.select("first_ns", "ns").rows()
+        if b is not None
+    ]
+    inp.ring_params = _ring_params(streams, known)
+    inp.counts = {**counts, "events": len(inp.events)}
+    return inp
+
+
+def _objects(tl: pl.DataFrame) -> ReplayInput:
+    """Build the event objects: the one per-row Python loop of the conversion."""
+    n = tl.height
+    kinds = tl["kind"].to_list()
+    times = tl["t"].to_list()
+    dom = tl["domid"].to_list()
+    vdev = tl["vdev"].to_list()
+    que = tl["queue"].to_list()
+    a = tl["a"].to_list()
+    b = tl["b"].to_list()
+    c = tl["c"].to_list()
+    d = tl["d"].to_list()
+    e = tl["e"].to_list()
+    ref = tl["ref"].to_list()
+    events: list[InputEvent | None] = [None] * n
+    payload: list[tuple[int, int, int, int] | None] = [None] * n
+    refs = [-1] * n
+    rings: list[RingKey] = [(0, 0, 0)] * n
+    ring_cache: dict[tuple[int, int, int], RingKey] = {}
+    ctrl_cls = {
+        "Disconnect": Disconnect,
+        "Unbind": Unbind,
+        "Bind": Bind,
+        "Suspend": Suspend,
+        "Resume": Resume,
+        "DomainDestroy": DomainDestroy,
+        "Handoff": Handoff,
+    }
+    ctrl_by_code = [ctrl_cls[name] for name in _CTRL_NAMES]
+    for i in range(n):
+        k3 = (dom[i], vdev[i], que[i])
+        ring = ring_cache.get(k3)
+        if ring is None:
+            ring = ring_cache[k3] = (int(k3[0]), int(k3[1]), int(k3[2]))
+        rings[i] = ring
+        kind = kinds[i]
+        t = times[i]
+        if kind == K_SUBMIT:
+            events[i] = FrontSubmit(
+                t_ns=t,
+                ring=ring,
+                operation=a[i],
+                sector_number=b[i],
+                nr_sectors=c[i],
+                nr_segments=d[i],
+                id=e[i],
+            )
+            refs[i] = ref[i]
+        elif kind == K_CONSUME:
+            events[i] = BackConsume(t_ns=t, ring=ring)
+        elif kind == K_FRONT_CONSUME:
+            events[i] = FrontConsume(t_ns=t, ring=ring)
+        elif kind == K_CONTROL:
+            cls = ctrl_by_code[a[i]]
+            if cls is Disconnect:
+                events[i] = Disconnect(t_ns=t, ring=ring, side="front" if b[i] else "back")
+            else:
+                events[i] = cls(t_ns=t, ring=ring)
+        else:  # K_COMPLETE / K_RESPONSE: resolved against the logic's state when replayed
+            payload[i] = (e[i], a[i], b[i], c[i] if c[i] is not None else -1)
+            if kind == K_COMPLETE:
+                refs[i] = ref[i]
+    return ReplayInput(
+        events=events,
+        kinds=kinds,
+        refs=refs,
+        payload=payload,
+        times=times,
+        rings=rings,
+        ring_params={},
+    )
+
+
+def _ring_params(streams: Streams, known: pl.DataFrame) -> dict[RingKey, tuple[int, int]]:
+    """Per ring: entries (from ``rings``, default 32) and the index the trace starts at."""
+    nr = {
+        (int(r[0]), int(r[1]), int(r[2])): int(r[3])
+        for r in streams.rings.select(*RING, "nr_ents").rows()
+        if None not in r
+    }
+    first = (
+        streams.requests.filter(pl.col("idx").is_not_null() & (pl.col("seen") == "full"))
+        .group_by(RING, maintain_order=True)
+        .agg(pl.col("idx").first())
+    )
+    start = {(int(r[0]), int(r[1]), int(r[2])): int(r[3]) for r in first.rows()}
+    out: dict[RingKey, tuple[int, int]] = {}
+    for r in known.rows():
+        key = (int(r[0]), int(r[1]), int(r[2]))
+        out[key] = (nr.get(key, 32), start.get(key, 0))
+    return out
+
+
+def _trace_caveats(streams: Streams, requests: pl.DataFrame) -> list[Caveat]:
+    out: list[Caveat] = []
+    lost = streams.lost
+    if lost.height:
+        n = int(lost["count"].sum() or 0)
+        out.append(
+            Caveat(
+                kind="lost-records",
+                count=n,
+                t_ns=int(lost["ns"].to_numpy().min()),
+                message=(
+                    f"{n} trace record(s) lost in {lost.height} window(s): events in those "
+                    "windows are missing from the replay; violations inside them are flagged"
+                ),
+            )
+        )
+    gaps = streams.gaps
+    if gaps.height:
+        n = int(gaps["count"].sum() or 0)
+        out.append(
+            Caveat(
+                kind="unseen-entries",
+                count=n,
+                t_ns=int(gaps["ns"].to_numpy().min()),
+                message=(
+                    f"{n} ring entr(ies) were overwritten between two snapshots and never "
+                    "seen: those requests/responses are not replayed"
+                ),
+            )
+        )
+    jumps = streams.control.filter(pl.col("kind") == "index_discontinuity")
+    restarts = streams.control.filter(pl.col("kind").cast(pl.String).is_in(_RESTART_KINDS))
+    for r in jumps.select(*RING, "ns", "detail").rows():
+        key, t = r[:3], r[3]
+        prev = requests.filter(
+            (pl.col("domid") == key[0])
+            & (pl.col("vdev") == key[1])
+            & (pl.col("queue") == key[2])
+            & (pl.col("ns") < t)
+        )
+        t_prev = int(prev["ns"].max()) if prev.height else -(1 << 62)  # type: ignore[arg-type]
+        seen = restarts.filter(
+            (pl.col("domid") == key[0])
+            & (pl.col("vdev").is_null() | (pl.col("vdev") == key[1]))
+            & (pl.col("ns") >= t_prev)
+            & (pl.col("ns") <= t)
+        )
+        if seen.height:
+            continue  # the restart was traced: nothing to infer
+        out.append(
+            Caveat(
+                kind="inferred-control",
+                ring=_ring_label(*key),
+                t_ns=t,
+                count=1,
+                message=(
+                    f"{_ring_label(*key)}: {r[4]} at {t} ns with no traced resume, bind or "
+                    "connect: a control event the trace did not record; replay does not "
+                    "invent it, so the logics see the old ring continue"
+                ),
+            )
+        )
+    return out
+
+
+__all__ = ["Caveat", "ReplayInput", "build_input"]
