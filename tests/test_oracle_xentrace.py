@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import ROOT, require_tool
 
 from blktrace_xen.decode.xentrace import read_xentrace
 from blktrace_xen.structs import xentrace as xt
+from tests.conftest import ROOT, require_tool
 
 SOURCE = ROOT / "tests" / "oracles" / "xentrace_writer.c"
 

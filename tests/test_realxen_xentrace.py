@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.test_xenalyze import assert_same_as_xenalyze
 
 from blktrace_xen.decode.xentrace import read_xentrace, summarize_xentrace
+from tests.test_xenalyze import assert_same_as_xenalyze
 
 CPU_MHZ = 2596.125  # xl-info.txt
 # From realxen/README.md: records (incl. the cpu-change window headers) and TSC range.

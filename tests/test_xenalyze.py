@@ -21,7 +21,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_tool
 
 from blktrace_xen.decode.xentrace import read_xentrace
 from blktrace_xen.encode.xentrace import (
@@ -31,6 +30,7 @@ from blktrace_xen.encode.xentrace import (
     write_xentrace,
 )
 from blktrace_xen.structs import xentrace as xt
+from tests.conftest import require_tool
 
 XENALYZE = "/usr/bin/xenalyze"
 _RAW = re.compile(r"^\*\s+([0-9a-f]+) (\d)\s+(\d+) ")
@@ -41,10 +41,10 @@ _LOST_END = 0x0001F032  # xenalyze's internal TRC_LOST_RECORDS_END (second proce
 def xenalyze_records(path: Path, cpu_mhz: float) -> list[tuple[int, int, int | None, int | None]]:
     """(event, tsc, ns, cpu) per record in xenalyze's order; ns/cpu None without a dump line."""
     exe = require_tool(XENALYZE)
+    args = [exe, "--tolerance=5", f"--cpu-hz={cpu_mhz}M", "--dump-raw-process", "--dump-all"]
     proc = subprocess.run(
-        [exe, "--tolerance=5", f"--cpu-hz={cpu_mhz}M", "--dump-raw-process", "--dump-all", str(path)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [*args, str(path)], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     after_init = proc.stderr.split("init_pcpus:", 1)[-1]
     assert "Activating pcpu" not in after_init, "xenalyze re-activated a pCPU mid-file"
