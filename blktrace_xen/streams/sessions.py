@@ -134,7 +134,14 @@ def assign_sessions(frame: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
     out = (
         tagged.drop("session")
         .sort("ns", maintain_order=True)
-        .join_asof(right, left_on="ns", right_on="start_ns", by=RING, strategy="backward")
+        .join_asof(
+            right,
+            left_on="ns",
+            right_on="start_ns",
+            by=RING,
+            strategy="backward",
+            check_sortedness=False,
+        )
         .sort("_row")
     )
     return (
@@ -183,7 +190,14 @@ def unanswered_outcome(
         work = (
             work.with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
             .sort("ns", maintain_order=True)
-            .join_asof(reasons, left_on="ns", right_on="end_ns", by=RING, strategy="forward")
+            .join_asof(
+                reasons,
+                left_on="ns",
+                right_on="end_ns",
+                by=RING,
+                strategy="forward",
+                check_sortedness=False,
+            )
             .sort("_row")
         )
     else:

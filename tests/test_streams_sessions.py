@@ -1,0 +1,166 @@
+"""Sessions, unanswered-request reasons, anomalies, xenstore control, load_streams and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from blktrace_xen import schema
+from blktrace_xen.cli import app
+from blktrace_xen.errors import InputFileError
+from blktrace_xen.streams.assemble import assemble
+from blktrace_xen.streams.from_ring import control_from_xenstore
+from blktrace_xen.streams.load import load_streams
+
+KEY = dict(domid=3, vdev=51712, queue=0)
+
+
+def req(ns: int, idx: int, id: int, op: int = 1, **kw: object) -> dict[str, object]:
+    return dict(KEY, ns=ns, idx=idx, id=id, operation=op, seen="full", source="synth", **kw)
+
+
+def rsp(ns: int, idx: int, id: int, op: int = 1, status: int = 0) -> dict[str, object]:
+    return dict(KEY, ns=ns, idx=idx, id=id, operation=op, status=status, source="synth")
+
+
+def ctl(ns: int, kind: str, **kw: object) -> dict[str, object]:
+    return dict(
+        dict(KEY, **{k: v for k, v in kw.items() if k in KEY}),
+        ns=ns,
+        kind=kind,
+        side=kw.get("side", "back"),
+        value=kw.get("value"),
+        source="synth",
+    )
+
+
+def build(
+    reqs: list[dict[str, object]], rsps: list[dict[str, object]], ctls: list[dict[str, object]] = ()
+):  # type: ignore[no-untyped-def,assignment]
+    def frame(rows, table):  # type: ignore[no-untyped-def]
+        return schema.conform(pl.DataFrame(rows), table) if rows else schema.empty(table)
+
+    return assemble(
+        requests=frame(reqs, "requests"),
+        responses=frame(rsps, "responses"),
+        control=frame(list(ctls), "control"),
+        meta={},
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "outcome"),
+    [
+        ("disconnect_request", None, "disconnect"),
+        ("unbind", None, "unbind"),
+        ("suspend", None, "suspend"),
+        ("xenbus_state", 5, "disconnect"),
+    ],
+)
+def test_unanswered_request_says_why(kind: str, value: int | None, outcome: str) -> None:
+    s = build([req(10, 0, 1), req(11, 1, 2)], [rsp(12, 0, 2)], [ctl(20, kind, value=value)])
+    by_id = {r["id"]: r for r in s.io.to_dicts()}
+    assert by_id[2]["outcome"] == "completed"
+    assert by_id[1]["outcome"] == outcome
+    assert by_id[1]["rsp_ns"] is None
+
+
+def test_destroy_is_domain_wide_and_trace_end_otherwise() -> None:
+    s = build(
+        [req(10, 0, 1)],
+        [],
+        [dict(domid=3, ns=30, kind="domain_destroy", side="hypervisor", source="synth")],
+    )
+    assert s.io["outcome"].to_list() == ["destroy"]
+    assert build([req(10, 0, 1)], []).io["outcome"].to_list() == ["trace_end"]
+
+
+def test_reconnect_starts_a_session_and_a_late_response_still_pairs() -> None:
+    # a disconnect request does not split: the refcounted backend answers after it
+    s = build(
+        [req(10, 0, 7), req(50, 0, 7)],
+        [rsp(25, 0, 7), rsp(60, 0, 7)],
+        [ctl(20, "disconnect_request"), ctl(40, "xenbus_state", value=4, side="front")],
+    )
+    assert s.requests["session"].to_list() == [0, 1]
+    assert s.responses["session"].to_list() == [0, 1]
+    assert s.io["outcome"].to_list() == ["completed", "completed"]
+    assert s.pairing.height == 0
+
+
+def test_index_regression_splits_sessions() -> None:
+    s = build([req(10, 100, 1), req(20, 0, 1)], [rsp(30, 0, 1)])
+    assert "index_discontinuity" in s.control["kind"].cast(pl.String).to_list()
+    assert s.io.sort("req_ns")["session"].to_list() == [0, 1]
+    assert s.io.sort("req_ns")["outcome"].to_list() == ["reset", "completed"]
+
+
+def test_pairing_facts() -> None:
+    s = build(
+        [req(1, 0, 1, op=6, indirect_op=0), req(2, 1, 2, op=1), req(3, 2, 3), req(4, 3, 3)],
+        [rsp(5, 0, 1, op=0), rsp(6, 1, 2, op=0), rsp(7, 2, 2, op=1), rsp(8, 3, 9)],
+    )
+    kinds = sorted(s.pairing["kind"].cast(pl.String).to_list())
+    # indirect answered with its indirect_op is fine; op 1 answered as 0 is not
+    assert kinds == ["duplicate_response", "id_reused", "op_mismatch", "orphan_response"]
+    mismatch = s.pairing.filter(pl.col("kind") == "op_mismatch").row(0, named=True)
+    assert (mismatch["id"], mismatch["operation"], mismatch["expected_operation"]) == (2, 0, 1)
+    assert s.io.filter(pl.col("id") == 1)["operation"].to_list() == [0]
+
+
+def test_xenstore_lines_become_control() -> None:
+    xs = pl.DataFrame(
+        {
+            "ns": [1, 2, 3, 4],
+            "tsc": [None, None, None, None],
+            "path": [
+                "/local/domain/3/device/vbd/51712/state",
+                "/local/domain/0/backend/vbd/3/51712/state",
+                "/local/domain/3/device/vbd/51712/queue-1/ring-ref",
+                "/local/domain/3/memory/target",
+            ],
+            "value": ["4", "5", "8", "1"],
+        },
+        schema_overrides={"tsc": pl.UInt64},
+    )
+    c = control_from_xenstore(xs)
+    assert c["kind"].cast(pl.String).to_list() == ["xenbus_state", "xenbus_state", "xenstore"]
+    assert c["side"].cast(pl.String).to_list() == ["front", "back", "front"]
+    assert c["value"].to_list() == [4, 5, None]
+    assert c["queue"].to_list() == [None, None, 1]
+
+
+def test_load_streams_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="no such file"):
+        load_streams([tmp_path / "missing.bin"])
+    with pytest.raises(InputFileError, match="not a streams folder"):
+        load_streams([tmp_path])
+
+
+def test_cli_streams_roundtrip(realxen: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "streams",
+            str(realxen / "nopersist" / "trace-all.bin"),
+            "-o",
+            str(out),
+            "--cpu-mhz",
+            "2596.125",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["grants"][0]["maps"] == summary["grants"][0]["unmaps"] > 0
+    again = load_streams([out])
+    assert again.grants.height == summary["tables"]["grants"]
+    bad = runner.invoke(app, ["streams", str(tmp_path / "nope"), "-o", str(out)])
+    assert bad.exit_code == 1
+    assert "error:" in bad.output and "no such file" in bad.output
