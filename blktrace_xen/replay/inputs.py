@@ -217,8 +217,24 @@ def _expand_domain_wide(control: pl.DataFrame, known: pl.DataFrame) -> pl.DataFr
 def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
     ctl = streams.control.filter(pl.col("kind").cast(pl.String).is_in(list(CONTROL_INPUTS)))
     ctl = _expand_domain_wide(ctl, known)
+    # The hypervisor cannot tell a migration from a destroy: both remove the domain. A
+    # domain removed while its ring is suspended (no resume since) is the source of a
+    # migration, so its rings see a Handoff; otherwise a DomainDestroy.
+    phase = (
+        pl.when(pl.col("kind") == "suspend")
+        .then(pl.lit(1))
+        .when(pl.col("kind") == "resume")
+        .then(pl.lit(0))
+        .otherwise(None)
+        .forward_fill()
+        .over(RING)
+        .fill_null(0)
+    )
     ctl = ctl.with_columns(
-        pl.col("kind").cast(pl.String).replace_strict(CONTROL_INPUTS).alias("_name"),
+        pl.when((pl.col("kind") == "domain_destroy") & (phase == 1))
+        .then(pl.lit("Handoff"))
+        .otherwise(pl.col("kind").cast(pl.String).replace_strict(CONTROL_INPUTS))
+        .alias("_name"),
         pl.when(pl.col("side") == "front")
         .then(pl.lit("front"))
         .otherwise(pl.lit("back"))
@@ -291,7 +307,7 @@ def build_input(streams: Streams) -> ReplayInput:
     # Responses: the ones io pairs with a request complete that request (its canonical
     # number); the rest answer nothing traced and are resolved at replay time.
     paired = io.filter(pl.col("rsp_ns").is_not_null()).join(
-        req.select(*RING, "session", "id", pl.col("ns").alias("req_ns"), "idx", "_canon"),
+        req.select(*RING, "session", "id", pl.col("ns").alias("req_ns"), "idx", "_i", "_canon"),
         left_on=[*RING, "session", "id", "req_ns", "req_idx"],
         right_on=[*RING, "session", "id", "req_ns", "idx"],
         how="inner",
@@ -326,19 +342,15 @@ def build_input(streams: Streams) -> ReplayInput:
 
     # The backend thread ran at each traced consume. A capture cannot see consumes
     # (req_cons is private): a request it saw answered was consumed by then, and the
-    # earliest moment is its publication.
-    consumed = (
-        req.filter(own)
-        .select(
-            *RING,
-            pl.coalesce(
-                pl.col("consumed_ns"),
-                pl.when(pl.col("_i").is_in(paired["_canon"].implode())).then(pl.col("ns")),
-            ).alias("t"),
-            pl.col("consumed_ns").is_null().alias("_guess"),
-        )
-        .filter(pl.col("t").is_not_null())
-    )
+    # earliest moment is its publication. Re-issued requests count too: the thread ran.
+    consumed = req.select(
+        *RING,
+        pl.coalesce(
+            pl.col("consumed_ns"),
+            pl.when(pl.col("_i").is_in(paired["_i"].implode())).then(pl.col("ns")),
+        ).alias("t"),
+        pl.col("consumed_ns").is_null().alias("_guess"),
+    ).filter(pl.col("t").is_not_null())
     n_guess = int(consumed["_guess"].sum())
     if n_guess:
         caveats.append(

@@ -1,0 +1,80 @@
+"""``blktrace-xen replay FILE... --logic A --logic B``: the same traffic, several logics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blktrace_xen.cli.app import app
+from blktrace_xen.cli.common import handle_errors, print_json
+
+EXIT_LAST_FAILS = 3
+
+
+def print_verdicts(result: Any) -> None:
+    """Side-by-side table of invariants per logic, then each logic's caveats."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="replay: violations per logic", title_justify="left")
+    table.add_column("invariant")
+    for lv in result.verdicts:
+        table.add_column(lv.logic.label, justify="right")
+    for row in result.side_by_side():
+        table.add_row(row["invariant"], *(str(row[lv.logic.label]) for lv in result.verdicts))
+    table.add_row(
+        "[bold]verdict[/bold]",
+        *(
+            "[red bold]fails[/red bold]" if lv.fails else "[green bold]passes[/green bold]"
+            for lv in result.verdicts
+        ),
+    )
+    console.print(table)
+    for lv in result.verdicts:
+        if lv.violations:
+            first = lv.violations[0]
+            console.print(
+                f"[bold]{lv.logic.label}[/bold] first violation: {first.invariant} at "
+                f"{first.t_ns} ns on vbd/{first.ring[0]}/{first.ring[1]}/q{first.ring[2]}"
+                f" (id {first.id}): {first.message}",
+                highlight=False,
+            )
+        for c in lv.caveats:
+            console.print(f"  caveat ({lv.logic.label}): {c.message}", highlight=False)
+
+
+@app.command()
+def replay(
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="xentrace dumps, ring captures or streams folders"),
+    ],
+    *,
+    logic: Annotated[
+        list[str],
+        typer.Option(
+            "--logic",
+            help="a logic name (see docs/model.md), path.py:ClassName, or BACK+FRONT; "
+            "repeat it; the last one is the patch under test",
+        ),
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
+    cpu_mhz: Annotated[
+        float | None, typer.Option(help="TSC frequency (xl info: cpu_mhz); default 2400")
+    ] = None,
+    traceback: Annotated[bool, typer.Option(help="show the full traceback on errors")] = False,
+) -> None:
+    """Replay a trace against each --logic; exit 3 when the last-named logic still violates."""
+    with handle_errors(traceback):
+        from blktrace_xen.replay import replay_paths
+
+        result = replay_paths(files, logic, cpu_mhz=cpu_mhz)
+        if json_out:
+            print_json(result.to_dict())
+        else:
+            print_verdicts(result)
+    if result.last_fails:
+        raise typer.Exit(code=EXIT_LAST_FAILS)
