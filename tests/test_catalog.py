@@ -128,5 +128,5 @@ def test_xen_formats_file_gives_names(tmp_path: Path) -> None:
 def test_bad_catalogs_raise_catalog_error(tmp_path: Path, body: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(body)
-    with pytest.raises(CatalogError, match="bad.toml"):
+    with pytest.raises(CatalogError, match=r"bad\.toml"):
         load_catalog([path])
