@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blktrace_xen.errors import FrontendProtocolError
-from blktrace_xen.model.backend import Backend
 from blktrace_xen.model.events import BackComplete, BackRespond, FrontSubmit, Violation
 from blktrace_xen.model.logic import BackendLogic, FrontendLogic
 from blktrace_xen.model.ring import MASK32
@@ -54,13 +53,6 @@ class EngineResult:
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     fed: int = 0
     elapsed_s: float = 0.0
-
-
-def _holder(sys: RingSystem, seq: int) -> Backend | None:
-    for be in sys.backends:
-        if seq in be.by_seq:
-            return be
-    return None
 
 
 def _id_holder(sys: RingSystem, rid: int) -> bool:
@@ -121,23 +113,21 @@ def run_logic(
                 fed += 1
                 continue
             rid, op, status, idx = payload[i]  # type: ignore[misc]
-            sys = model.ring(rings[i])
             kind = kinds[i]
             if kind == K_COMPLETE:
                 s2 = seq_of.get(refs[i])
                 if s2 is None:
                     skip(i, "BackComplete", "request not submitted under this logic", "")
                     continue
-                be = _holder(sys, s2)
-                if be is None:
+                try:
+                    feed(BackComplete(t_ns=times[i], ring=rings[i], seq=s2, status=status))
+                except FrontendProtocolError as exc:
+                    if not exc.problem.startswith("no backend has"):
+                        raise
                     skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
                     continue
-                feed(
-                    BackComplete(
-                        t_ns=times[i], ring=rings[i], seq=s2, status=status, backend=be.instance
-                    )
-                )
             elif kind == K_RESPONSE:
+                sys = model.ring(rings[i])
                 ahead = (idx - sys.ring.rsp_prod) & MASK32 if idx >= 0 else 0
                 if idx >= 0 and ahead >= 1 << 31:
                     skip(i, "response", "already produced by this logic", f"idx {idx}")
