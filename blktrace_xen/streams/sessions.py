@@ -55,6 +55,7 @@ _START_AS_REASON: Final[dict[str, str]] = {
     "resume": "suspend",
     "domain_create": "destroy",
     "index_discontinuity": "reset",
+    "xenbus_state": "disconnect",  # a start by xenbus Connected ends like a connect
 }
 
 
