@@ -106,6 +106,10 @@ class _Capture:
             )
         self.current[(host, key)] = gen
         self.front_gen[key] = gen
+        if cur is not None:
+            # The fresh page as SHARED_RING_INIT left it: the decoder sees the producers
+            # restart from 0 and reads every request published on the new page.
+            self.snapshot(gen, t)
         return gen
 
     def snapshot(self, gen: _Gen, t: int) -> None:
@@ -277,14 +281,15 @@ def write_ringcap(  # noqa: C901, PLR0912 - one branch per action kind
                     gen.dirty = True
                     cap.snapshot(gen, t)
             for a in step.actions:
+                # The target's ring is mapped before TargetStarted is reported: switch
+                # hosts before the step's RingMapped.
                 if isinstance(a, TargetStarted):
-                    if target_out is not None:
+                    if target_out is not None and host != "target":
                         host = "target"
-                        if "target" not in cap.xs:
-                            continue
                         _handshake(cap, host, [a.ring], t, persistent_grants)
                     pending_new.add(a.ring)
-                elif isinstance(a, RingMapped):
+            for a in step.actions:
+                if isinstance(a, RingMapped):
                     if a.ring in pending_new:
                         pending_new.discard(a.ring)
                         cap.new_gen(a.ring, host, t)
