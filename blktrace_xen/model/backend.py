@@ -41,6 +41,7 @@ from blktrace_xen.model.ring import (
 from blktrace_xen.model.state import BACK_TRANSITIONS, BACK_XENBUS, BackState
 
 if TYPE_CHECKING:
+    from blktrace_xen.model.disk import Data
     from blktrace_xen.model.logic import BackendLogic
     from blktrace_xen.model.system import RingSystem
 
@@ -355,7 +356,7 @@ class Backend:
         else:
             self.overflow.remove(req)
         sys = self.sys
-        data: tuple[int, ...] | None = None
+        data: Data | None = None
         disk = sys.disk
         op = req.operation
         if status == BLKIF_RSP_OKAY and op == BLKIF_OP_WRITE:
@@ -399,9 +400,7 @@ class Backend:
         self._respond(t_ns, Req(rsp_id, operation, 0, 0, 0, -1, 0), status)
         self._check(allowed, "BackRespond")
 
-    def _respond(
-        self, t_ns: int, req: Req, status: int, data: tuple[int, ...] | None = None
-    ) -> None:
+    def _respond(self, t_ns: int, req: Req, status: int, data: Data | None = None) -> None:
         sys = self.sys
         if not self.mapped:
             self.violate(

@@ -324,7 +324,7 @@ class Frontend:
             if (
                 disk is not None
                 and req.operation == BLKIF_OP_WRITE
-                and disk.read(req.sector_number, req.nr_sectors) != (req.seq,) * req.nr_sectors
+                and not disk.holds(req.seq, req.sector_number, req.nr_sectors)
             ):
                 self.violate(
                     t_ns,

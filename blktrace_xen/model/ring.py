@@ -13,7 +13,10 @@ A backend that re-reads a slot it should not (BACK_RING_INIT under a live fronte
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from blktrace_xen.model.disk import Data
 
 MASK32: Final = 0xFFFFFFFF
 
@@ -106,13 +109,12 @@ class Req:
 
 class Rsp:
     """One response: ``id``, ``operation``, ``status`` as on the wire; ``data`` is what a
-    READ returned (the disk versions per sector, the content of the granted pages)."""
+    READ returned (the write seqs on the disk, per block or per sector: the content of the
+    granted pages, :data:`~blktrace_xen.model.disk.Data`)."""
 
     __slots__ = ("data", "id", "operation", "status")
 
-    def __init__(
-        self, id: int, operation: int, status: int, data: tuple[int, ...] | None = None
-    ) -> None:
+    def __init__(self, id: int, operation: int, status: int, data: Data | None = None) -> None:
         self.id = id
         self.operation = operation
         self.status = status
