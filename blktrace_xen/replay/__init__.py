@@ -84,6 +84,7 @@ class LogicVerdict:
             "skipped": dict(sorted(run.skipped_by_reason.items())),
             "skipped_examples": [s.to_dict() for s in run.skipped],
             "events": run.fed,
+            "completed_at_end": run.completed_at_end,
             "elapsed_s": round(run.elapsed_s, 6),
         }
 
@@ -148,6 +149,19 @@ def _logic_caveats(inp: ReplayInput, run: EngineResult) -> list[Caveat]:
                     f"{outstanding} request(s) not seen answered by the frontend when the "
                     "trace ends under this logic (no traced completion, or no traced "
                     "frontend consume after it): not judged"
+                ),
+            )
+        )
+    if run.completed_at_end:
+        out.append(
+            Caveat(
+                kind="completed-at-end",
+                count=run.completed_at_end,
+                t_ns=run.end_ns,
+                message=(
+                    f"{run.completed_at_end} I/O(s) this logic had in flight have no traced "
+                    f"completion (the trace ends, or the response went nowhere): replayed as "
+                    f"completing at the end of the trace ({run.end_ns} ns), in issue order"
                 ),
             )
         )

@@ -245,14 +245,26 @@ def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
     ctl = ctl.with_columns(pl.col("_name").shift(1).over(RING).alias("_prev")).filter(
         pl.col("_prev").is_null() | (pl.col("_prev") != pl.col("_name"))
     )
-    return ctl.select(
-        *RING,
-        pl.col("ns").alias("t"),
-        pl.lit(K_CONTROL, pl.UInt8).alias("kind"),
-        pl.col("_name")
-        .replace_strict({n: i for i, n in enumerate(_CTRL_NAMES)}, return_dtype=pl.Int64)
-        .alias("a"),
-        (pl.col("_side") == "front").cast(pl.Int64).alias("b"),
+    # A backend that is bound again looks at the ring at once (blkback's connect kicks its
+    # thread); when that finds nothing it may consume, it leaves no trace record, but it
+    # is where BACK_RING_INIT under a live frontend halts (seed 002).
+    kicks = ctl.filter(pl.col("_name") == "Bind").select(
+        *RING, pl.col("ns").alias("t"), pl.lit(K_CONSUME, pl.UInt8).alias("kind")
+    )
+    return pl.concat(
+        [
+            ctl.select(
+                *RING,
+                pl.col("ns").alias("t"),
+                pl.lit(K_CONTROL, pl.UInt8).alias("kind"),
+                pl.col("_name")
+                .replace_strict({n: i for i, n in enumerate(_CTRL_NAMES)}, return_dtype=pl.Int64)
+                .alias("a"),
+                (pl.col("_side") == "front").cast(pl.Int64).alias("b"),
+            ),
+            kicks,
+        ],
+        how="diagonal",
     )
 
 
@@ -366,21 +378,22 @@ def build_input(streams: Streams) -> ReplayInput:
     consumes = consumed.unique(subset=[*RING, "t"], maintain_order=True).select(
         *RING, "t", pl.lit(K_CONSUME, pl.UInt8).alias("kind")
     )
+    # A capture cannot see the frontend consume either (rsp_cons is private): a response
+    # without a traced consume is read by the frontend the moment it is published.
     front_consumes = (
-        responses.filter(pl.col("consumed_ns").is_not_null())
-        .select(*RING, pl.col("consumed_ns").alias("t"))
+        responses.select(*RING, pl.coalesce("consumed_ns", "ns").alias("t"))
         .unique(maintain_order=True)
         .with_columns(pl.lit(K_FRONT_CONSUME, pl.UInt8).alias("kind"))
     )
     n_unconsumed = responses.filter(pl.col("consumed_ns").is_null()).height
-    if n_unconsumed and responses.height:
+    if n_unconsumed:
         caveats.append(
             Caveat(
                 kind="front-consume-not-traced",
                 count=n_unconsumed,
                 message=(
-                    f"{n_unconsumed} response(s) have no traced frontend consume: the "
-                    "frontend reads them at its next traced consume, if any"
+                    f"{n_unconsumed} response(s) have no traced frontend consume: replayed "
+                    "as read by the frontend the moment they were published"
                 ),
             )
         )
