@@ -42,6 +42,9 @@ __all__ = [
 
 DEFAULT_CPU_MHZ: Final = 2400.0
 _BYTES_PER_RECORD: Final = 20  # typical; sizes blocks from chunk_records
+# Small blocks keep temporaries a few MB, so malloc recycles them instead of
+# faulting in fresh pages (first-touch memory is slow, performance-notes §4).
+_INFO_BLOCK_BYTES: Final = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
                 "xentrace", "no complete cpu-change window header", path=path, offset=0
             )
         n_win = len(win.offset)
-        for a, b in _blocks(win, 64 << 20):
+        for a, b in _blocks(win, _INFO_BLOCK_BYTES):
             start = win.offset[a]
             end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(buf))
             block = decode_block(

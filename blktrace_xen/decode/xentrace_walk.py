@@ -24,7 +24,7 @@ import numpy.typing as npt
 from blktrace_xen.errors import MalformedRecord
 from blktrace_xen.structs import xentrace as xt
 
-LANE_WORDS: Final = 2048
+LANE_WORDS: Final = 512
 _MAX_ROUNDS: Final = 6
 
 
@@ -149,20 +149,25 @@ def walk_chain(
     k = len(starts)
     ends = np.minimum(starts + lane_words, n)
 
+    # Length of the record each word would start: one gather per step below.
+    rl = lut.astype(np.int32)[words >> 28]
+
     # 1. Speculative walk of every lane from its own first word.
     mark = np.zeros(n, dtype=np.bool_)
     spec_exit = np.empty(k, dtype=np.int64)
     lanes = np.arange(k, dtype=np.int64)
+    lane_end = ends.copy()
     cur = starts.copy()
     spec_steps: list[npt.NDArray[np.int64]] = []
     while lanes.size:
         spec_steps.append(cur)
-        nxt = cur + lut[words[cur] >> 28]
-        inside = nxt < ends[lanes]
+        nxt = cur + rl[cur]
+        inside = nxt < lane_end
         if not inside.all():
             done = ~inside
             spec_exit[lanes[done]] = nxt[done]
             lanes = lanes[inside]
+            lane_end = lane_end[inside]
             nxt = nxt[inside]
         cur = nxt
     spec = np.concatenate(spec_steps)
@@ -211,7 +216,7 @@ def walk_chain(
                 exact_lane.append(ln)
                 exact_pos.append(p)
                 exact_round.append(rounds)
-                p = p + lut[words[p] >> 28]
+                p = p + rl[p]
         wrong = np.flatnonzero(entry[1:] != exit_[:-1]) + 1
         entry[wrong] = exit_[wrong - 1]
         todo = wrong
