@@ -116,9 +116,7 @@ class _Capture:
         if self.current.get((gen.host, gen.key)) is not gen:
             return
         w = self.writers[gen.host]
-        w.write_snapshot(
-            self.ifaces[(gen.host, gen.key)], t, gen.page.to_bytes(), tsc=self.tsc(t)
-        )
+        w.write_snapshot(self.ifaces[(gen.host, gen.key)], t, gen.page.to_bytes(), tsc=self.tsc(t))
         gen.snap_req = gen.page.req_prod
         gen.snap_rsp = gen.page.rsp_prod
         gen.dirty = False
@@ -227,7 +225,7 @@ def _handshake(cap: _Capture, host: str, keys: list[RingKey], t: int, persistent
         cap.xenstore(host, t, f"{front}/state", "4")
 
 
-def write_ringcap(  # noqa: C901, PLR0912 - one branch per action kind
+def write_ringcap(
     sim: SimResult,
     out: Path,
     *,

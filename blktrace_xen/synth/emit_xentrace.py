@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from blktrace_xen.model.events import (
-    BackComplete,
     Bind,
     Disconnect,
     DisconnectAnswered,
@@ -215,7 +214,7 @@ class _Emitter:
     def _inflight(self, ring: RingKey) -> int:
         return sum(n for (r, _), n in self.inflight.items() if r == ring)
 
-    def action(self, a: Any, t: int) -> None:  # noqa: C901, PLR0912 - one branch per action
+    def action(self, a: Any, t: int) -> None:
         be = BACKEND_CPU
         if isinstance(a, RequestPushed):
             fe = self.front_cpu(a.ring)
@@ -281,7 +280,9 @@ class _Emitter:
 
     def grant_op(self, cpu: int, t: int, cmd: int, count: int, granting: int) -> None:
         self.hypercall(cpu, t, HYPERCALL_GRANT_TABLE_OP, (cmd, count))
-        event = TRC_MEM_PAGE_GRANT_MAP if cmd == GNTTABOP_MAP_GRANT_REF else TRC_MEM_PAGE_GRANT_UNMAP
+        event = (
+            TRC_MEM_PAGE_GRANT_MAP if cmd == GNTTABOP_MAP_GRANT_REF else TRC_MEM_PAGE_GRANT_UNMAP
+        )
         for _ in range(count):
             self.add(cpu, t, event, (granting,))
 
@@ -320,9 +321,7 @@ def _lose(recs: list[Rec], lose: Sequence[LoseRecords], em: _Emitter) -> list[Re
         if state is not None:
             del dropping[r.cpu]
             # Xen stamps the lost-records record with the current TSC, before the record.
-            out.append(
-                Rec(r.cpu, tsc_now, xt.TRC_LOST_RECORDS, _lost_words(state[1], state[2]))
-            )
+            out.append(Rec(r.cpu, tsc_now, xt.TRC_LOST_RECORDS, _lost_words(state[1], state[2])))
         out.append(r)
     return out
 

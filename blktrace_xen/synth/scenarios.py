@@ -15,12 +15,14 @@ from typing import Any
 
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.model.events import (
+    BackConsume,
     BackRespond,
     Bind,
     Disconnect,
     DomainDestroy,
     FrontMutateSlot,
     FrontSetReqProd,
+    FrontSubmit,
     Handoff,
     InputEvent,
     Resume,
@@ -116,9 +118,17 @@ def _unbind_rebind(d: int, iops: int, back: str, front: str) -> SimConfig:
 
 def _save_restore(d: int, iops: int, back: str, front: str) -> SimConfig:
     w = Workload(rw="randwrite", iodepth=16, iops=iops, verify=True, size_sectors=1 << 14)
-    # A slow backend thread leaves requests published but unconsumed at the save.
+
+    # The guest issues two writes just before the save; the backend thread has not run
+    # yet, so they are published but unconsumed when the domain is suspended (outside
+    # the job's region, so no other I/O overlaps them).
+    def write(sector: int) -> Callable[[int], InputEvent]:
+        return lambda t: FrontSubmit(
+            t_ns=t, ring=RING0, operation=BLKIF_OP_WRITE, sector_number=sector, nr_sectors=8
+        )
+
     ctl = [
-        _at(d // 2, lambda t: Suspend(t_ns=t, ring=RING0)),
+        _at(d // 2, write(1 << 15), write((1 << 15) + 64), lambda t: Suspend(t_ns=t, ring=RING0)),
         _at(d // 2 + d // 20, lambda t: Resume(t_ns=t, ring=RING0)),
     ]
     return _one(w, d, back, front, controls=ctl, wake_ns=400_000)
@@ -146,7 +156,12 @@ def _mutate(sim: Simulator, now: int) -> Sequence[InputEvent]:
 
 def _bogus(sim: Simulator, now: int) -> Sequence[InputEvent]:
     ring = sim.ring(RING0).ring
-    return [FrontSetReqProd(t_ns=now, ring=RING0, req_prod=(ring.rsp_prod + 10 * ring.nr_ents))]
+    # The frontend notifies after the write, so the backend thread reads the bogus value
+    # before the next honest push would overwrite it.
+    return [
+        FrontSetReqProd(t_ns=now, ring=RING0, req_prod=(ring.rsp_prod + 10 * ring.nr_ents)),
+        BackConsume(t_ns=now, ring=RING0),
+    ]
 
 
 def _hostile(d: int, iops: int, back: str, front: str) -> SimConfig:
@@ -340,7 +355,7 @@ def run_scenario(
     return scen, Simulator(config, seed).run(), chosen
 
 
-def synthesize(  # noqa: PLR0913
+def synthesize(
     name: str,
     out: Path,
     *,
@@ -355,13 +370,9 @@ def synthesize(  # noqa: PLR0913
 ) -> SynthOutput:
     """Simulate scenario ``name`` and write ``trace.xentrace``, ``ring.pcapng`` (and for a
     migration ``ring-target.pcapng``) and the truth files into ``out``."""
-    scen, sim, chosen = run_scenario(
-        name, seed=seed, duration_s=duration_s, iops=iops, logic=logic
-    )
+    scen, sim, chosen = run_scenario(name, seed=seed, duration_s=duration_s, iops=iops, logic=logic)
     out.mkdir(parents=True, exist_ok=True)
-    lose = (
-        [LoseRecords(t_ns=sim.end_ns // 3, cpu=0, count=lost_records)] if lost_records else []
-    )
+    lose = [LoseRecords(t_ns=sim.end_ns // 3, cpu=0, count=lost_records)] if lost_records else []
     opts = XentraceOptions(
         guest_events=guest_events,
         persistent_grants=persistent_grants,

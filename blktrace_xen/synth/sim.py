@@ -95,9 +95,7 @@ class Simulator:
             raise ModelUsageError("a simulation needs at least one ring")
         self.config = config
         self.rng = np.random.default_rng(seed)
-        self.model = Model(
-            backend=config.backend, frontend=config.frontend, nr_ents=config.nr_ents
-        )
+        self.model = Model(backend=config.backend, frontend=config.frontend, nr_ents=config.nr_ents)
         self.steps: list[Step] = []
         self.jobs = {key: JobState(w) for key, w in config.rings.items()}
         self._heap: list[tuple[int, int, int, Any]] = []

@@ -1,4 +1,4 @@
-"""fio-like workloads for the synthesizer: what the guest asks of its disk, and how long the disk takes.
+"""fio-like workloads for the synthesizer: what the guest asks of its disk, how long it takes.
 
 A :class:`Workload` is the guest side of one job (``rw`` mix, block size, queue depth,
 issue rate, optional verify); a :class:`ServiceTime` is the disk side (a distribution

@@ -1,4 +1,4 @@
-"""``blktrace-xen synth SCENARIO -o DIR``: a synthetic incident as a real xentrace dump and ring capture."""
+"""``blktrace-xen synth SCENARIO -o DIR``: a synthetic incident as a xentrace dump and capture."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from blktrace_xen.cli.common import handle_errors
 
 
 @app.command()
-def synth(
+def synth(  # noqa: PLR0917 - typer maps each option to a parameter
     scenario: Annotated[
         str | None, typer.Argument(help="Scenario name (see --list).", show_default=False)
     ] = None,
@@ -20,9 +20,7 @@ def synth(
         Path | None, typer.Option("-o", "--out", help="Folder to write the outputs into.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="RNG seed: same seed, same bytes.")] = 0,
-    duration: Annotated[
-        float, typer.Option("--duration", help="Simulated seconds of I/O.")
-    ] = 1.0,
+    duration: Annotated[float, typer.Option("--duration", help="Simulated seconds of I/O.")] = 1.0,
     iops: Annotated[int, typer.Option("--iops", help="Issue rate of the fio job(s).")] = 5000,
     logic: Annotated[
         str | None,
