@@ -210,8 +210,11 @@ def _iter_merged(
         last_window: dict[int, int] = {}
         for i, c in enumerate(win.cpu):
             last_window[c] = i
-        merger = Merger(_first_epoch(win.cpu))
-        late = [c for c in dict.fromkeys(win.cpu) if c not in merger.activation]
+        # CPUs past xenalyze's start-up scan are activated in order of first
+        # appearance, as if present from the start (documented approximation).
+        merger = Merger(list(dict.fromkeys(win.cpu)))
+        epoch = _first_epoch(win.cpu)
+        late = [c for c in dict.fromkeys(win.cpu) if c not in epoch]
         if late:
             run.warnings.append(
                 f"cpu {late} first appear(s) after the first round of windows; their first "
