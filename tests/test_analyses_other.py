@@ -245,3 +245,17 @@ def test_btt_depth_counts_requests_in_flight_before_the_trace() -> None:
     )
     t = btt_table(s, by=("domid", "vdev", "queue"))
     assert t["qd_max"][0] == 3
+
+
+def test_overlapping_write_reorder_is_per_ring() -> None:
+    other = {"domid": 2}
+    s = frames.streams(
+        requests=[
+            {"ns": 0, "id": 3, "sector_number": 2048},
+            {"ns": 1, "id": 9, "sector_number": 2048, **other},
+            {"ns": 2, "id": 5, "sector_number": 2048},
+        ],
+        responses=[{"ns": 4, "id": 5}, {"ns": 5, "id": 9, **other}, {"ns": 6, "id": 3}],
+    )
+    f = found("overlapping-write-reorder", s)
+    assert f.height == 1 and (f["domid"][0], f["id"][0]) == (1, 3)

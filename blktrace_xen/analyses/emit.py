@@ -92,10 +92,20 @@ def episodes(rows: pl.LazyFrame, flag: str, keys: Sequence[str]) -> pl.LazyFrame
     Adds ``run`` (a counter that changes where ``flag`` flips) and keeps only
     the flagged rows; callers group by ``[*keys, "run"]``.
     """
+    part: list[pl.Expr] | list[str] = [ring_key()] if list(keys) == RING else list(keys)
     return rows.with_columns(
-        (pl.col(flag) != pl.col(flag).shift(1).over(keys))
+        (pl.col(flag) != pl.col(flag).shift(1).over(part))
         .fill_null(True)
         .cum_sum()
-        .over(keys)
+        .over(part)
         .alias("run")
     ).filter(pl.col(flag))
+
+
+def ring_key() -> pl.Expr:
+    """The ring as one u64 (domid:16 | vdev:32 | queue:16): one hash column instead of three."""
+    return (
+        pl.col("domid").cast(pl.UInt64) * (1 << 48)
+        + pl.col("vdev").cast(pl.UInt64) * (1 << 16)
+        + pl.col("queue").cast(pl.UInt64)
+    )

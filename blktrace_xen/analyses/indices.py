@@ -15,6 +15,7 @@ from blktrace_xen.analyses.emit import (
     episodes,
     ms,
     nr_ents,
+    ring_key,
     ring_label,
     u32_ahead,
 )
@@ -32,29 +33,64 @@ def _snapshots(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     )
 
 
+_event_cache: list[tuple[Streams, pl.DataFrame]] = []
+
+
 def _event_indices(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
-    """Timeline rows of rings that have no snapshots, with the ring's last indices so far."""
+    """Timeline rows of rings that have no snapshots, with the ring's last indices so far.
+
+    Three rules use it, so it is computed once per ``streams`` (last value only).
+    """
+    for cached, frame in _event_cache:
+        if cached is streams:
+            return frame.lazy()
+    snapped = streams.snapshots.select(RING).unique()
+    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents).collect()
     tl = timeline(streams).lazy().filter(pl.col("idx").is_not_null())
-    with_snaps = streams.snapshots.lazy().select(RING).unique()
-    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
-    # Joins keep the left order: the windows below follow time order.
-    return (
-        tl.join(with_snaps, on=RING, how="anti", nulls_equal=True, maintain_order="left")
+    if snapped.height:
+        # A filter, not an anti-join: it keeps time order for the windows below.
+        keys = snapped.select(ring_key().alias("k"))["k"]
+        tl = tl.filter(~pl.col("ring_key").is_in(keys.implode()))
+    per_kind = ["ring_key", "kind"]
+    frame = (
+        tl.select(*RING, "ring_key", "session", "ns", "kind", "idx")
         .with_columns(
             pl.when(pl.col("kind") == REQ)
             .then(pl.col("idx"))
             .forward_fill()
-            .over(RING)
+            .over("ring_key")
             .alias("last_req_idx"),
             pl.when(pl.col("kind") == RSP)
             .then(pl.col("idx"))
             .forward_fill()
-            .over(RING)
+            .over("ring_key")
             .alias("last_rsp_idx"),
+            pl.struct(
+                pl.col("idx").alias("prev_idx"),
+                pl.col("session").alias("prev_session"),
+                pl.col("ns").alias("prev_ns"),
+            )
+            .shift(1)
+            .over(per_kind)
+            .alias("_prev"),
         )
-        .join(sizes, on=RING, how="left", nulls_equal=True, maintain_order="left")
+        .unnest("_prev")
+        .join(sizes.lazy(), on=RING, how="left", nulls_equal=True, maintain_order="left")
         .with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
+        .collect()
     )
+    _event_cache[:] = [(streams, frame)]
+    return frame.lazy()
+
+
+def _flagged_only(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """``rows`` collected; empty unless some row is flagged ``bad``.
+
+    Violations are rare: the episode windows then run over nothing instead of
+    every event of a healthy trace.
+    """
+    frame = rows.collect()
+    return (frame if frame["bad"].any() else frame.head(0)).lazy()
 
 
 def _summarise_episodes(flagged: pl.LazyFrame, value: str) -> pl.LazyFrame:
@@ -148,7 +184,7 @@ def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyF
             ev.select(cols).with_columns(pl.col("session").cast(pl.UInt32)),
         ]
     )
-    found = _summarise_episodes(episodes(rows, "bad", RING), "outstanding")
+    found = _summarise_episodes(episodes(_flagged_only(rows), "bad", RING), "outstanding")
     return emit(
         found,
         "implausible-producer",
@@ -233,11 +269,7 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
         )
     )
     # Rings without snapshots: consecutive request (or response) indices in one session.
-    ev = _event_indices(streams, options).with_columns(
-        pl.col("idx").shift(1).over([*RING, "kind"]).alias("from"),
-        pl.col("session").shift(1).over([*RING, "kind"]).alias("prev_session"),
-        pl.col("ns").shift(1).over([*RING, "kind"]).alias("prev_ns"),
-    )
+    ev = _event_indices(streams, options).rename({"prev_idx": "from"})
     ev_found = ev.filter(
         (pl.col("session").eq_missing(pl.col("prev_session")))
         & u32_ahead("from", "idx").is_between(1, HALF - 1)
@@ -332,7 +364,7 @@ def response_overflow(streams: Streams, options: AnalysisOptions) -> pl.LazyFram
             ev.select(cols).with_columns(pl.col("session").cast(pl.UInt32)),
         ]
     ).with_columns(pl.col("ahead").is_between(1, HALF - 1).alias("bad"))
-    found = _summarise_episodes(episodes(rows, "bad", RING), "ahead")
+    found = _summarise_episodes(episodes(_flagged_only(rows), "bad", RING), "ahead")
     return emit(
         found,
         "response-overflow",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from blktrace_xen.analyses.emit import RING, emit, ms, ring_label
+from blktrace_xen.analyses.emit import RING, emit, ms, ring_key, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
 from blktrace_xen.streams import Streams
@@ -132,15 +132,24 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
     # Only sectors written more than once can pair up; filtering first keeps
     # the window below off millions of one-row groups.
     io = io.filter(pl.col("sector_number").is_duplicated())
-    key = [*_SESSION, "sector_number"]
+    # Two stable single-key sorts (ring, then sector) order rows by sector,
+    # ring and issue time; neighbours are then compared directly (a window
+    # over millions of one-row sector groups is far slower).
+    nxt = [*_SESSION, "sector_number"]
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(-1)) for c in nxt])
     rows = (
-        io.with_columns(
-            pl.col("id").shift(-1).over(key).alias("later_id"),
-            pl.col("req_ns").shift(-1).over(key).alias("later_req_ns"),
-            pl.col("rsp_ns").shift(-1).over(key).alias("later_rsp_ns"),
+        io.with_columns(ring_key().alias("_rk"))
+        .sort("_rk", maintain_order=True)
+        .sort("sector_number", maintain_order=True)
+        .with_columns(
+            same.alias("_same"),
+            pl.col("id").shift(-1).alias("later_id"),
+            pl.col("req_ns").shift(-1).alias("later_req_ns"),
+            pl.col("rsp_ns").shift(-1).alias("later_rsp_ns"),
         )
         .filter(
-            (pl.col("later_req_ns") < pl.col("rsp_ns"))
+            pl.col("_same")
+            & (pl.col("later_req_ns") < pl.col("rsp_ns"))
             & (pl.col("later_rsp_ns") < pl.col("rsp_ns"))
         )
         .with_columns(
