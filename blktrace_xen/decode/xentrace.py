@@ -9,10 +9,10 @@ summarised in ``lost``.
 
 from __future__ import annotations
 
-import mmap
 import os
+import struct
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -113,12 +113,44 @@ def _cpu_mhz(cpu_mhz: float | None, warnings: list[str]) -> tuple[float, bool]:
     return float(cpu_mhz), False
 
 
+class _FileSource:
+    """The dump read with ``pread`` into one reused buffer.
+
+    Not a memory map: mapped pages count in the process's RSS, which would then
+    grow with the file; a reused buffer keeps memory at one block.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, item: slice, /) -> bytes:
+        start, stop, _ = item.indices(self.size)
+        return os.pread(self.fd, max(stop - start, 0), start)
+
+    def words(self, start: int, end: int) -> npt.NDArray[np.uint32]:
+        """u32 words of bytes [start, end), end rounded down; valid until the next call."""
+        n = (end - start) // 4 * 4
+        if len(self._buf) < n:
+            self._buf = bytearray(n)
+        view = memoryview(self._buf)[:n]
+        got = os.preadv(self.fd, [view], start)
+        if got != n:
+            raise InputFileError(self.fd_path, f"short read at offset {start:#x}")
+        return np.frombuffer(self._buf, dtype="<u4", count=n // 4)
+
+    fd_path = ""
+
+
 @contextmanager
-def _open_words(path: str | Path) -> Iterator[tuple[memoryview | bytes, npt.NDArray[np.uint32]]]:
-    """Map the file read-only; yield its bytes and a u32 view of its whole words."""
+def _open_source(path: str | Path) -> Iterator[_FileSource]:
     p = Path(path)
     try:
-        fh = open(p, "rb")  # noqa: SIM115 - closed below, the map must outlive `with`
+        fd = os.open(p, os.O_RDONLY)
     except FileNotFoundError:
         raise InputFileError(p, "no such file") from None
     except IsADirectoryError:
@@ -126,22 +158,16 @@ def _open_words(path: str | Path) -> Iterator[tuple[memoryview | bytes, npt.NDAr
     except OSError as exc:
         raise InputFileError(p, f"cannot open: {exc.strerror}") from None
     try:
-        size = os.fstat(fh.fileno()).st_size
+        size = os.fstat(fd).st_size
         if size == 0:
             raise InputFileError(p, "is empty, expected a xentrace dump")
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            words = np.frombuffer(mm, dtype="<u4", count=size // 4)
-            try:
-                yield mm, words  # type: ignore[misc]
-            finally:
-                del words
-        finally:
-            # A caller still holding a view keeps the map alive until it is dropped.
-            with suppress(BufferError):
-                mm.close()
+        if os.path.isdir(p):
+            raise InputFileError(p, "is a directory, expected a xentrace dump")
+        src = _FileSource(fd, size)
+        src.fd_path = str(p)
+        yield src
     finally:
-        fh.close()
+        os.close(fd)
 
 
 def _blocks(win: Windows, budget_bytes: int) -> Iterator[tuple[int, int]]:
@@ -197,9 +223,9 @@ def _iter_merged(
     path: str | Path, run: IngestRun, chunk_records: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """Merged element batches (every processed element, incl. wraps and virtual ones)."""
-    with _open_words(path) as (buf, words):
-        run.size = len(buf)
-        win = scan_windows(buf, path)
+    with _open_source(path) as src:
+        run.size = len(src)
+        win = scan_windows(src, path)
         if win.short_offset is not None:
             run.warnings.append(win.short_problem)
         run.windows = len(win.offset)
@@ -225,9 +251,9 @@ def _iter_merged(
         short_is_last = win.short_offset is not None
         for a, b in _blocks(win, budget):
             start = win.offset[a]
-            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(buf))
+            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
             block = decode_block(
-                words[start // 4 : end // 4],
+                src.words(start, end),
                 start,
                 win.offset[a:b],
                 win.cpu[a:b],
@@ -372,9 +398,9 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
     per_cpu: dict[int, int] = {}
     first_tsc: int | None = None
     lost: list[dict[str, int]] = []
-    with _open_words(path) as (buf, words):
-        run.size = len(buf)
-        win = scan_windows(buf, path)
+    with _open_source(path) as src:
+        run.size = len(src)
+        win = scan_windows(src, path)
         if win.short_offset is not None:
             run.warnings.append(win.short_problem)
         run.windows = len(win.offset)
@@ -385,9 +411,9 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
         n_win = len(win.offset)
         for a, b in _blocks(win, _INFO_BLOCK_BYTES):
             start = win.offset[a]
-            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(buf))
+            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
             block = decode_block(
-                words[start // 4 : end // 4], start, win.offset[a:b], win.cpu[a:b],
+                src.words(start, end), start, win.offset[a:b], win.cpu[a:b],
                 win.size[a:b], path=path, fields=False,
             )  # fmt: skip
             if block.truncated_at is not None:
@@ -416,12 +442,12 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
                 first_tsc = lo if first_tsc is None else min(first_tsc, lo)
                 run.last_tsc = max(run.last_tsc, int(t.max()))
             for off in block.file_offset[event == xt.TRC_LOST_RECORDS].tolist():
-                w = off // 4
-                hdr = int(words[w])
+                rec = struct.unpack("<7I", src[off : off + 28].ljust(28, b"\0"))
+                hdr = rec[0]
                 n = (hdr >> 28) & 7
                 if n != xt.LOST_RECORDS_WORDS or not hdr >> 31:
                     continue
-                d = words[w + 3 : w + 7].tolist()
+                d = rec[3:7]
                 lost.append(
                     {
                         "offset": off,

@@ -16,7 +16,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +54,14 @@ class Windows:
     short_problem: str = ""
 
 
-def scan_windows(buf: memoryview | bytes, path: str | Path | None = None) -> Windows:
+class ByteSource(Protocol):
+    """What :func:`scan_windows` reads: a length and byte slices (bytes, or a file reader)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, item: slice, /) -> bytes: ...
+
+
+def scan_windows(buf: ByteSource | bytes, path: str | Path | None = None) -> Windows:
     """Follow the cpu-change headers from offset 0; garbage raises MalformedRecord.
 
     A header or window cut short by the end of the file is not an error (a killed
@@ -63,7 +70,7 @@ def scan_windows(buf: memoryview | bytes, path: str | Path | None = None) -> Win
     size = len(buf)
     out = Windows()
     off = 0
-    unpack = struct.Struct("<IiI").unpack_from
+    unpack = struct.Struct("<IiI").unpack
     while off < size:
         if size - off < xt.CPU_CHANGE_SIZE:
             out.short_offset = off
@@ -72,7 +79,7 @@ def scan_windows(buf: memoryview | bytes, path: str | Path | None = None) -> Win
                 f"{xt.CPU_CHANGE_SIZE}-byte cpu-change header; ignored"
             )
             break
-        header, cpu, wsize = unpack(buf, off)
+        header, cpu, wsize = unpack(buf[off : off + xt.CPU_CHANGE_SIZE])
         if header != xt.CPU_CHANGE_HEADER:
             raise MalformedRecord(
                 "xentrace",
