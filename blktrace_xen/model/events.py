@@ -27,6 +27,9 @@ class FrontSubmit:
     shadow array, ignored by the others: read the id back from :class:`RequestPushed`).
     ``data_version`` is the caller's tag for the data written (kept as evidence); the
     disk oracle identifies each write by its submission ``seq``.
+    ``indirect_op``: for ``operation`` BLKIF_OP_INDIRECT (6), the real operation (READ or
+    WRITE), which its response carries; ``nr_segments`` may then go up to the backend's
+    ``max_indirect_segments``. Ignored for other operations.
     """
 
     t_ns: int
@@ -37,6 +40,7 @@ class FrontSubmit:
     nr_segments: int = 1
     data_version: int = 0
     id: int | None = None
+    indirect_op: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,16 @@ from blktrace_xen.model.events import (
     ResponseConsumed,
     StateChanged,
 )
-from blktrace_xen.model.ring import BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_OKAY, MASK32, Req
+from blktrace_xen.model.ring import (
+    BLKIF_OP_INDIRECT,
+    BLKIF_RSP_OKAY,
+    IO_READ,
+    IO_WRITE,
+    MASK32,
+    Req,
+    RspSlot,
+    io_kind,
+)
 from blktrace_xen.model.state import FRONT_TRANSITIONS, FRONT_XENBUS, FrontState
 
 if TYPE_CHECKING:
@@ -31,6 +40,7 @@ F_CONNECTED = FrontState.CONNECTED
 F_ERROR = FrontState.ERROR
 F_SUSPENDED = FrontState.SUSPENDED
 F_CLOSED = FrontState.CLOSED
+_CONSUME_FROM_CONNECTED = FRONT_TRANSITIONS[F_CONNECTED]["FrontConsume"]
 
 
 class Frontend:
@@ -89,21 +99,36 @@ class Frontend:
     # ------------------------------------------------------------------ inputs
 
     def submit(self, ev: FrontSubmit) -> None:
-        self.check_legal("FrontSubmit")
-        ring = self.sys.ring
-        if ((self.req_prod_pvt - self.rsp_cons) & MASK32) >= ring.nr_ents:
-            raise self.illegal("FrontSubmit", f"ring full ({ring.nr_ents} requests unanswered)")
+        if self.state is not F_CONNECTED:
+            self.check_legal("FrontSubmit")  # raises: CONNECTED is the only legal state
         sys = self.sys
-        seq = sys.seq[0]
+        ring = sys.ring
+        idx = self.req_prod_pvt
+        nr_ents = ring.nr_ents
+        if ((idx - self.rsp_cons) & MASK32) >= nr_ents:
+            raise self.illegal("FrontSubmit", f"ring full ({nr_ents} requests unanswered)")
+        seq_box = sys.seq
+        seq = seq_box[0]
+        op = ev.operation
+        sector = ev.sector_number
+        nr = ev.nr_sectors
         req = Req(
-            0, ev.operation, ev.sector_number, ev.nr_sectors, ev.nr_segments, seq, ev.data_version
+            0,
+            op,
+            sector,
+            nr,
+            ev.nr_segments,
+            seq,
+            ev.data_version,
+            False,
+            ev.indirect_op if op == BLKIF_OP_INDIRECT else None,
         )
         rid = self.logic.log(self, req, ev.id)
-        sys.seq[0] = seq + 1
+        seq_box[0] = seq + 1
         req.id = rid
         outstanding = self.outstanding
-        old = outstanding.get(rid)
-        if old is not None:
+        if rid in outstanding:
+            old = outstanding[rid]
             # Only a corrupted id allocator gets here (e.g. a free list broken by a
             # duplicate response): the older request can no longer be answered.
             self.violate(
@@ -119,11 +144,22 @@ class Frontend:
         self.answered.discard(rid)
         disk = sys.disk
         if disk is not None:
-            if ev.operation == BLKIF_OP_WRITE:
-                disk.issue_write(seq, ev.sector_number, ev.nr_sectors)
-            elif ev.operation == BLKIF_OP_READ:
-                disk.issue_read(seq, ev.sector_number, ev.nr_sectors)
-        self.push(ev.t_ns, req, False)
+            kind = IO_WRITE if op == 1 else IO_READ if op == 0 else io_kind(op, req.indirect_op, nr)
+            if kind == IO_WRITE:
+                disk.issue_write(seq, sector, nr)
+            elif kind == IO_READ:
+                disk.issue_read(seq, sector, nr)
+        # push(), inlined: this is the hottest path of a replay.
+        ring.slot_req[idx & ring.mask] = req
+        ring.slot_rsp[idx & ring.mask] = None
+        new = (idx + 1) & MASK32
+        self.req_prod_pvt = new
+        ring.req_prod = new
+        acts = sys.actions
+        if acts is not None:
+            self._pushed(acts, ev.t_ns, idx, req, False)
+        if ((new - ring.rsp_prod) & MASK32) > nr_ents:
+            sys.producer_violation(ev.t_ns)
 
     def push(self, t_ns: int, req: Req, reissue: bool) -> None:
         sys = self.sys
@@ -136,28 +172,34 @@ class Frontend:
         ring.req_prod = new
         acts = sys.actions
         if acts is not None:
-            acts.append(
-                RequestPushed(
-                    t_ns=t_ns,
-                    ring=sys.key,
-                    idx=idx,
-                    id=req.id,
-                    seq=req.seq,
-                    operation=req.operation,
-                    sector_number=req.sector_number,
-                    nr_sectors=req.nr_sectors,
-                    nr_segments=req.nr_segments,
-                    reissue=reissue,
-                )
-            )
-            if ((new - ring.req_event) & MASK32) < 1:
-                acts.append(Notify(t_ns=t_ns, ring=sys.key, side="front"))
+            self._pushed(acts, t_ns, idx, req, reissue)
         if ((new - ring.rsp_prod) & MASK32) > ring.nr_ents:
             sys.producer_violation(t_ns)
 
+    def _pushed(self, acts: list[Any], t_ns: int, idx: int, req: Req, reissue: bool) -> None:
+        """The actions of a push: the request, and the notification if req_event was crossed."""
+        sys = self.sys
+        acts.append(
+            RequestPushed(
+                t_ns=t_ns,
+                ring=sys.key,
+                idx=idx,
+                id=req.id,
+                seq=req.seq,
+                operation=req.operation,
+                sector_number=req.sector_number,
+                nr_sectors=req.nr_sectors,
+                nr_segments=req.nr_segments,
+                reissue=reissue,
+            )
+        )
+        if ((idx + 1 - sys.ring.req_event) & MASK32) < 1:
+            acts.append(Notify(t_ns=t_ns, ring=sys.key, side="front"))
+
     def consume(self, t_ns: int) -> None:
-        allowed = self.check_legal("FrontConsume")
-        if self.state is not F_CONNECTED:
+        state = self.state
+        if state is not F_CONNECTED:
+            self.check_legal("FrontConsume")
             return  # interrupts are dropped while suspended or disabled
         sys = self.sys
         ring = sys.ring
@@ -181,29 +223,26 @@ class Frontend:
                 # A frontend without the check would walk ~2^32 slots of garbage; the
                 # model records the break and resynchronises instead.
                 self.rsp_cons = rp
-            self._check(allowed)
             return
         acts = sys.actions
         outstanding = self.outstanding
         answered = self.answered
         disk = sys.disk
-        key = sys.key
+        retire = logic.retire
+        slot_rsp = ring.slot_rsp
+        mask = ring.mask
         while rc != rp:
-            rsp = ring.read_response(rc)
+            slot = slot_rsp[rc & mask]
+            rsp: RspSlot = slot if slot is not None else ring.read_response(rc)
+            rid, rop, status, data = rsp
             idx = rc
             rc = (rc + 1) & MASK32
             if acts is not None:
                 acts.append(
                     ResponseConsumed(
-                        t_ns=t_ns,
-                        ring=key,
-                        idx=idx,
-                        id=rsp.id,
-                        operation=rsp.operation,
-                        status=rsp.status,
+                        t_ns=t_ns, ring=sys.key, idx=idx, id=rid, operation=rop, status=status
                     )
                 )
-            rid = rsp.id
             req = outstanding.get(rid)
             if req is None:
                 if rid in answered:
@@ -221,42 +260,49 @@ class Frontend:
                 if validates:
                     self.rsp_cons = rc
                     self.set_state(t_ns, F_ERROR)
-                    break
-                logic.retire(self, rid)
+                    return
+                retire(self, rid)
                 continue
-            if rsp.operation != req.operation:
+            op = req.operation
+            if rop != op and (op != BLKIF_OP_INDIRECT or rop != req.indirect_op):
                 self.violate(
                     t_ns,
                     "response-op-mismatch",
                     rid,
                     idx,
-                    f"response op {rsp.operation} for a request with op {req.operation}",
+                    f"response op {rop} for a request with op {req.effective_op}",
                     seq=req.seq,
                 )
                 if validates:
                     self.rsp_cons = rc
                     self.set_state(t_ns, F_ERROR)
-                    break
+                    return
             del outstanding[rid]
             answered.add(rid)
-            logic.retire(self, rid)
+            retire(self, rid)
             if disk is not None:
-                op = req.operation
-                if op == BLKIF_OP_WRITE:
-                    if rsp.status == BLKIF_RSP_OKAY:
+                kind = (
+                    IO_WRITE
+                    if op == 1
+                    else IO_READ
+                    if op == 0
+                    else io_kind(op, req.indirect_op, req.nr_sectors)
+                )
+                if kind == IO_WRITE:
+                    if status == BLKIF_RSP_OKAY:
                         disk.ack_write(req.seq)
                     else:
                         disk.fail_write(req.seq)
-                elif op == BLKIF_OP_READ and rsp.status == BLKIF_RSP_OKAY:
-                    for p in disk.verify_read(req.seq, req.sector_number, req.nr_sectors, rsp.data):
+                elif kind == IO_READ and status == BLKIF_RSP_OKAY:
+                    for p in disk.verify_read(req.seq, req.sector_number, req.nr_sectors, data):
                         self.violate(
                             t_ns, p.invariant, rid, idx, p.message, seq=p.seq, **p.evidence
                         )
-        else:
-            self.rsp_cons = rc
-            # RING_FINAL_CHECK_FOR_RESPONSES
-            ring.rsp_event = (rc + 1) & MASK32
-        self._check(allowed)
+        self.rsp_cons = rc
+        # RING_FINAL_CHECK_FOR_RESPONSES
+        ring.rsp_event = (rc + 1) & MASK32
+        if self.state is not F_CONNECTED:  # a logic hook moved it
+            self._check(_CONSUME_FROM_CONNECTED)
 
     def _check(self, allowed: frozenset[FrontState]) -> None:
         if self.state not in allowed:
@@ -265,7 +311,7 @@ class Frontend:
     def _drop(self, req: Req) -> None:
         """``req`` will never be answered: for a write, it is lost unless already on disk."""
         disk = self.sys.disk
-        if disk is None or req.operation != BLKIF_OP_WRITE:
+        if disk is None or io_kind(req.operation, req.indirect_op, req.nr_sectors) != IO_WRITE:
             return
         disk.fail_write(req.seq)
 
@@ -323,7 +369,7 @@ class Frontend:
             disk = sys.disk
             if (
                 disk is not None
-                and req.operation == BLKIF_OP_WRITE
+                and io_kind(req.operation, req.indirect_op, req.nr_sectors) == IO_WRITE
                 and not disk.holds(req.seq, req.sector_number, req.nr_sectors)
             ):
                 self.violate(

@@ -34,6 +34,8 @@ INVARIANTS: Final[dict[str, str]] = {
     "xbdback_finish_disconnect)",
     "duplicate-in-flight-id": "a backend consumed a request whose id it already had in flight",
     "slot-mutated": "a published request slot changed after the backend could have read it",
-    "invalid-request": "a consumed request the backend had to reject (unknown operation, "
-    "bad segment count): usually a slot read that held no request",
+    "invalid-request": "a consumed request the backend had to reject (bad segment count, "
+    "an indirect request whose indirect_op is not READ/WRITE, or any request decoded from a "
+    "slot that held no request); an unknown operation from the frontend is answered "
+    "EOPNOTSUPP and is not a violation",
 }

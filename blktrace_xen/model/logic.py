@@ -42,6 +42,14 @@ class BackendLogic(Protocol):
             (RING_REQUEST_PROD_OVERFLOW, Linux blkback since 2013).
         consumes_while_draining: keep consuming requests after a stop was requested
             (xbdback kept its event handler until the disconnect finished).
+
+    Optional attributes (read with Linux's value as default, so older logics still load):
+        max_indirect_segments: feature-max-indirect-segments (Linux 256); 0 makes
+            BLKIF_OP_INDIRECT an unknown operation.
+        unknown_op_status: the status an unknown operation is answered with at once
+            (Linux dispatch_other_io: BLKIF_RSP_EOPNOTSUPP, -2).
+
+    ``io_started``/``io_done`` left as :class:`LinuxBlkback`'s no-ops are not called.
     """
 
     name: str

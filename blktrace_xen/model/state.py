@@ -39,12 +39,18 @@ class BackState(Enum):
     DISCONNECTED = "DISCONNECTED"  # ring unmapped, instance still exists (may bind/connect)
     GONE = "GONE"  # instance destroyed / removed; late disk completions may still arrive
 
+    # Members are singletons compared by identity; Enum's own __hash__ (a Python call per
+    # table lookup) was a tenth of the model's time. Name hashes vary per process anyway.
+    __hash__ = object.__hash__
+
 
 class FrontState(Enum):
     CONNECTED = "CONNECTED"  # publishing requests, reading responses
     ERROR = "ERROR"  # blkfront BLKIF_STATE_ERROR: disabled after a bad response
     SUSPENDED = "SUSPENDED"  # guest suspended: nothing issued, interrupts dropped
     CLOSED = "CLOSED"  # domain destroyed or frontend closed
+
+    __hash__ = object.__hash__  # see BackState
 
 
 # enum xenbus_state (io/xenbus.h) shown for each state in StateChanged actions.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blktrace_xen.model.events import BindFailed
-from blktrace_xen.model.ring import MASK32, Req
+from blktrace_xen.model.ring import BLKIF_RSP_EOPNOTSUPP, MASK32, MAX_INDIRECT_SEGMENTS, Req
 
 if TYPE_CHECKING:
     from blktrace_xen.model.backend import Backend
@@ -33,6 +33,11 @@ class LinuxBlkback:
     name = "linux-default"
     checks_request_overflow = True
     consumes_while_draining = False
+    # Optional (read with a default): feature-max-indirect-segments (0: no
+    # BLKIF_OP_INDIRECT, it is then an unknown op) and the status an unknown op gets
+    # (dispatch_other_io: EOPNOTSUPP; 2005-2008 drivers answered BLKIF_RSP_ERROR).
+    max_indirect_segments = MAX_INDIRECT_SEGMENTS
+    unknown_op_status = BLKIF_RSP_EOPNOTSUPP
 
     def attach(self, be: Backend, t_ns: int) -> bool:
         ring = be.ring
