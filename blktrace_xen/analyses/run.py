@@ -44,8 +44,10 @@ def run_rules(
     """
     selected = _check(rules, min_severity)
     opts = options or AnalysisOptions()
-    parts = [RULES[r].fn(streams, opts).lazy() for r in selected]
-    found = pl.concat(parts, how="vertical").collect() if parts else schema.empty("findings")
+    # Each rule is collected on its own: one failing query then names its rule,
+    # and polars 2.1 panicked on the concatenation of all the lazy plans.
+    parts = [RULES[r].fn(streams, opts).lazy().collect() for r in selected]
+    found = pl.concat(parts, how="vertical") if parts else schema.empty("findings")
     rank = severity_rank(min_severity)
     found = found.filter(pl.col("severity").to_physical() >= rank)
     found = confidence.adjust(found, streams, opts)
