@@ -2,8 +2,9 @@
 
 Usage: python replays/regenerate.py [CASE...]
 
-Each synthesized case keeps ``trace.xentrace`` (the replay input) and ``truth.json``
-(what the simulation recorded, for people; the tests judge from the trace). The
+Each synthesized case keeps the files its ``[synth]`` table lists in ``keep`` (default
+``trace.xentrace``, the replay input, and ``truth.json``, what the simulation recorded,
+for people; the tests judge from the trace or capture). The
 ``case.toml`` and ``NOTES.md`` of a case are written by people and left alone; each
 ``case.toml`` carries the exact command (``regenerate``) that this script runs for it.
 Same seed, same bytes.
@@ -39,7 +40,7 @@ def regenerate(case_dir: Path) -> list[Path]:
             logic=synth.get("logic"),
         )
         out = []
-        for name in KEEP:
+        for name in synth.get("keep", KEEP):
             shutil.copyfile(Path(tmp) / name, case_dir / name)
             out.append(case_dir / name)
     return out

@@ -244,3 +244,41 @@ def test_user_logic_file(tmp_path: Path) -> None:
         resolve(f"{good}:Nothing")
     with pytest.raises(LogicLoadError, match="no such logic file"):
         resolve(f"{tmp_path / 'absent.py'}:X")
+
+
+def _state(ns: int, side: str, value: int) -> dict[str, Any]:
+    return {
+        **RING,
+        "ns": ns,
+        "kind": "xenbus_state",
+        "side": side,
+        "value": value,
+        "source": "synth",
+    }
+
+
+def _controls(control: list[Any]) -> list[str]:
+    reqs = [req(1000, 0, 0, 0)]
+    inp = build_input(streams(reqs, [rsp(1500, 0, 0)], control))
+    names = [type(e).__name__ for e in inp.events if e is not None]
+    return [n for n in names if n not in {"FrontSubmit", "BackConsume", "FrontConsume"}]
+
+
+def test_capture_control_is_read_from_xenbus_states() -> None:
+    # backend Closed and Connected again, frontend still connected: an unbind and a bind
+    assert _controls([_state(2000, "back", 6), _state(3000, "back", 4)]) == ["Unbind", "Bind"]
+    # backend Closed for good: a disconnect
+    assert _controls([_state(2000, "back", 5), _state(2500, "back", 6)]) == ["Disconnect"]
+    # frontend Initialising then Connected, the backend's own changes in between: a
+    # suspend and a resume
+    resume = [_state(2000, "front", 1), _state(3000, "back", 6), _state(3000, "back", 4)]
+    assert _controls([*resume, _state(3000, "front", 4)]) == ["Suspend", "Resume"]
+    # traced control wins: the xenbus states are then the logic's doing
+    traced = [ctl(2000, "unbind"), _state(2000, "back", 6), _state(3000, "back", 4)]
+    assert _controls(traced) == ["Unbind"]
+
+
+def test_inferred_capture_control_is_a_caveat() -> None:
+    s = streams([req(1000, 0, 0, 0)], [rsp(1500, 0, 0)], [_state(2000, "back", 6)])
+    caveats = build_input(s).caveats
+    assert [c.count for c in caveats if c.kind == "control-from-xenstore"] == [1]

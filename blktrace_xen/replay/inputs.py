@@ -214,7 +214,9 @@ def _expand_domain_wide(control: pl.DataFrame, known: pl.DataFrame) -> pl.DataFr
     return pl.concat([exact, joined.select(exact.columns)]).sort("ns", maintain_order=True)
 
 
-def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
+def _control_events(streams: Streams, known: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The control inputs (and the rings' kicks after a bind); the number of them that
+    were inferred from xenstore states."""
     ctl = streams.control.filter(pl.col("kind").cast(pl.String).is_in(list(CONTROL_INPUTS)))
     ctl = _expand_domain_wide(ctl, known)
     # The hypervisor cannot tell a migration from a destroy: both remove the domain. A
@@ -245,6 +247,23 @@ def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
     ctl = ctl.with_columns(pl.col("_name").shift(1).over(RING).alias("_prev")).filter(
         pl.col("_prev").is_null() | (pl.col("_prev") != pl.col("_name"))
     )
+    traced = {(int(d), int(v), int(q)) for d, v, q in ctl.select(RING).unique().rows()}
+    inferred = _xenstore_controls(streams, traced)
+    if inferred.height:
+        ctl = pl.concat(
+            [
+                ctl.select(*RING, "ns", "_name", "_side"),
+                inferred.select(
+                    *RING,
+                    "ns",
+                    "_name",
+                    pl.when(pl.col("_front") == 1)
+                    .then(pl.lit("front"))
+                    .otherwise(pl.lit("back"))
+                    .alias("_side"),
+                ),
+            ]
+        ).sort("ns", maintain_order=True)
     # A backend that is bound again looks at the ring at once (blkback's connect kicks its
     # thread); when that finds nothing it may consume, it leaves no trace record, but it
     # is where BACK_RING_INIT under a live frontend halts (seed 002).
@@ -265,6 +284,66 @@ def _control_events(streams: Streams, known: pl.DataFrame) -> pl.DataFrame:
             kicks,
         ],
         how="diagonal",
+    ), inferred.height
+
+
+_XB_CONNECTED: Final = 4
+_XB_INITIALISING: Final = 1
+_XB_CLOSING: Final = (5, 6)
+
+
+def _xenstore_controls(streams: Streams, traced: set[tuple[int, int, int]]) -> pl.DataFrame:
+    """Control inputs read from the xenbus states a ring capture saw, for rings whose
+    control events were not traced (a capture has xenstore lines, not blkif events).
+
+    frontend Connected -> Initialising: ``Suspend``; back to Connected: ``Resume`` (the
+    backend's own state changes during a resume are its doing). Frontend Closing/Closed:
+    ``Disconnect(front)``. Backend Connected -> Closing/Closed: ``Unbind`` when it is
+    Connected again later with the frontend still connected (that is the ``Bind``), else
+    ``Disconnect(back)``. A guess, said in the caveat ``control-from-xenstore``.
+    """
+    xs = streams.control.filter(
+        (pl.col("kind") == "xenbus_state") & pl.col("vdev").is_not_null()
+    ).select(*RING, "ns", "side", "value")
+    rows: list[tuple[int, int, int, int, str, int]] = []
+    by_ring: dict[tuple[int, int, int], list[tuple[int, str, int]]] = {}
+    for d, v, q, ns, side, value in xs.rows():
+        key = (int(d), int(v), int(q or 0))
+        if key in traced or value is None:
+            continue
+        by_ring.setdefault(key, []).append((int(ns), str(side), int(value)))
+    for key, changes in by_ring.items():
+        front, back = _XB_CONNECTED, _XB_CONNECTED
+        pending_stop: int | None = None  # index into rows of a back stop not yet named
+        for ns, side, value in changes:
+            if side == "front":
+                if front == _XB_CONNECTED and value == _XB_INITIALISING:
+                    rows.append((*key, ns, "Suspend", 0))
+                elif front == _XB_INITIALISING and value == _XB_CONNECTED:
+                    rows.append((*key, ns, "Resume", 0))
+                elif front == _XB_CONNECTED and value in _XB_CLOSING:
+                    rows.append((*key, ns, "Disconnect", 1))
+                front = value
+            elif side == "back" and front == _XB_CONNECTED:
+                if back == _XB_CONNECTED and value in _XB_CLOSING:
+                    pending_stop = len(rows)
+                    rows.append((*key, ns, "Disconnect", 0))
+                elif back in _XB_CLOSING and value == _XB_CONNECTED and pending_stop is not None:
+                    rows[pending_stop] = (*rows[pending_stop][:4], "Unbind", 0)
+                    rows.append((*key, ns, "Bind", 0))
+                    pending_stop = None
+                back = value
+    return pl.DataFrame(
+        rows,
+        schema={
+            "domid": pl.UInt16,
+            "vdev": pl.UInt32,
+            "queue": pl.UInt16,
+            "ns": pl.Int64,
+            "_name": pl.String,
+            "_front": pl.Int64,
+        },
+        orient="row",
     )
 
 
@@ -397,7 +476,19 @@ def build_input(streams: Streams) -> ReplayInput:
                 ),
             )
         )
-    control = _control_events(streams, known)
+    control, n_inferred = _control_events(streams, known)
+    if n_inferred:
+        caveats.append(
+            Caveat(
+                kind="control-from-xenstore",
+                count=n_inferred,
+                message=(
+                    f"{n_inferred} control event(s) inferred from xenbus state changes "
+                    "(no traced control for the ring): a backend leaving Connected is "
+                    "read as an unbind when it connects again, else as a disconnect"
+                ),
+            )
+        )
 
     cols: dict[str, Any] = {
         "domid": pl.UInt16,
