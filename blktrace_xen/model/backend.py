@@ -379,18 +379,25 @@ class Backend:
             if nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST:
                 self._invalid(t_ns, idx, req, f"op {op} with {nseg} segments")
                 return True
-        elif op != BLKIF_OP_DISCARD and op > BLKIF_OP_WRITE:
+        elif op != BLKIF_OP_DISCARD:
             # dispatch_other_io: "unknown/unsupported operation", answered EOPNOTSUPP. Only
             # a slot that held no request (the model knows) breaks an invariant here.
             if req.garbage:
-                self._invalid(t_ns, idx, req, f"op {op}", self.unknown_op_status)
+                self._invalid(t_ns, idx, req, f"op {op}", self.unknown_op_status, raw_op=True)
             else:
-                self._respond(t_ns, req, self.unknown_op_status)
+                self._respond(t_ns, req, self.unknown_op_status, raw_op=True)
             return True
         return False
 
     def _invalid(
-        self, t_ns: int, idx: int, req: Req, what: str, status: int = BLKIF_RSP_ERROR
+        self,
+        t_ns: int,
+        idx: int,
+        req: Req,
+        what: str,
+        status: int = BLKIF_RSP_ERROR,
+        *,
+        raw_op: bool = False,
     ) -> None:
         """Rejected at once (blkback: dispatch_rw_block_io's "fail_response"; xbdback:
         EINVAL): answered with ``status``, never reaches the disk."""
@@ -402,7 +409,7 @@ class Backend:
             f"consumed slot {idx} decodes to {what}",
             garbage=req.garbage,
         )
-        self._respond(t_ns, req, status)
+        self._respond(t_ns, req, status, raw_op=raw_op)
 
     def find(self, id: int | None, seq: int | None) -> Req | None:
         if seq is not None:
@@ -498,7 +505,12 @@ class Backend:
         self._respond(t_ns, Req(rsp_id, operation, 0, 0, 0, -1, 0), status)
         self._check(allowed, "BackRespond")
 
-    def _respond(self, t_ns: int, req: Req, status: int, data: Data | None = None) -> None:
+    def _respond(
+        self, t_ns: int, req: Req, status: int, data: Data | None = None, *, raw_op: bool = False
+    ) -> None:
+        """Write and publish the response to ``req``. Its operation is the effective one
+        (``indirect_op`` for an indirect request) unless ``raw_op``: an operation the
+        backend does not know is echoed as it came (dispatch_other_io)."""
         if not self.mapped:
             self.violate(
                 t_ns,
@@ -511,7 +523,7 @@ class Backend:
             )
             return
         op = req.operation
-        if op == BLKIF_OP_INDIRECT and req.indirect_op is not None:
+        if op == BLKIF_OP_INDIRECT and req.indirect_op is not None and not raw_op:
             op = req.indirect_op  # make_response(ring, id, req_operation, ...)
         ring = self.ring
         idx = self.rsp_prod_pvt

@@ -264,7 +264,7 @@ class Frontend:
                 retire(self, rid)
                 continue
             op = req.operation
-            if rop != op and (op != BLKIF_OP_INDIRECT or rop != req.indirect_op):
+            if (rop != op or op == BLKIF_OP_INDIRECT) and rop != req.effective_op:
                 self.violate(
                     t_ns,
                     "response-op-mismatch",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from blktrace_xen.model.logic import LogicSpec
+from typing import TYPE_CHECKING
+
 from blktrace_xen.model.logics.blkback2008 import Blkback2008RemoveNowait, Blkback2008RemoveWait
 from blktrace_xen.model.logics.blkback2019 import BlkbackRebindAttach, BlkbackRebindInit
 from blktrace_xen.model.logics.linux import LinuxBlkback, LinuxBlkfront
@@ -33,8 +34,15 @@ __all__ = [
     "all_specs",
 ]
 
+if TYPE_CHECKING:
+    from blktrace_xen.model.logic import LogicSpec
+
 
 def all_specs() -> list[LogicSpec]:
+    # Imported here: logic.py registers these specs when it is imported, so a user logic
+    # file that imports logics.linux first must not need logic.py half-built.
+    from blktrace_xen.model.logic import LogicSpec
+
     return [
         LogicSpec(
             name="linux-default",
