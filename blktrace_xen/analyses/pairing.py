@@ -149,8 +149,12 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
         _responses(streams)
         .filter(
             (pl.col("prev_kind") == RSP)
-            & (pl.col("excess") > pl.max_horizontal("prev_max_excess", 0))
+            & (pl.col("excess") > pl.col("prev_max_excess").clip(lower_bound=0))
         )
+        # Collected here: polars 2.1 panicked ("i < self.len()") optimising the
+        # whole plan on a synthesized trace; the filtered rows are few.
+        .collect()
+        .lazy()
         .with_columns(
             pl.col("prev_ns").alias("first_ns"),
             pl.col("ns").alias("dup_ns"),
