@@ -90,7 +90,7 @@ def test_indirect_segment_limit_and_bad_indirect_op_are_rejected() -> None:
 
 
 def test_response_with_op_6_for_an_indirect_request_is_an_op_mismatch() -> None:
-    evs = [indirect(1, BLKIF_OP_READ, 0), BackRespond(t_ns=2, id=0, operation=6)]
+    evs: list[InputEvent] = [indirect(1, BLKIF_OP_READ, 0), BackRespond(t_ns=2, id=0, operation=6)]
     res = run([*evs, FrontConsume(t_ns=3)])
     assert res.invariants() == {"response-op-mismatch"}
 
