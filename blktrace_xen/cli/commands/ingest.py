@@ -43,7 +43,11 @@ def _ingest_xentrace(
     def chunks(*_: Any) -> Iterator[pl.DataFrame]:
         # Polars pulls the chunks while it writes, so memory stays one chunk deep.
         for frame in iter_xentrace_chunks(file, run=run, chunk_records=INGEST_CHUNK):
-            lost_parts.append(frame.filter(pl.col("event") == TRC_LOST_RECORDS))
+            lost = frame.filter(pl.col("event") == TRC_LOST_RECORDS)
+            if lost.height:
+                # A filtered frame can share the chunk's buffers; copy the few
+                # rows so the chunk itself can be freed.
+                lost_parts.append(pl.DataFrame(lost.to_dict(as_series=False), schema=lost.schema))
             if bar is not None:
                 bar.update(task, completed=int(frame["file_offset"][-1]))
             yield frame
