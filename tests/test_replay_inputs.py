@@ -282,3 +282,36 @@ def test_inferred_capture_control_is_a_caveat() -> None:
     s = streams([req(1000, 0, 0, 0)], [rsp(1500, 0, 0)], [_state(2000, "back", 6)])
     caveats = build_input(s).caveats
     assert [c.count for c in caveats if c.kind == "control-from-xenstore"] == [1]
+
+
+def _snap(ns: int, req_prod: int, rsp_prod: int) -> dict[str, Any]:
+    return {**RING, "snap": ns, "ns": ns, "req_prod": req_prod, "rsp_prod": rsp_prod, "nr_ents": 32}
+
+
+def test_capture_shows_a_bogus_req_prod_but_not_a_backend_running_ahead() -> None:
+    from blktrace_xen.model.events import FrontSetReqProd
+
+    reqs, rsps = [req(1000, 0, 0, 0)], [rsp(1500, 0, 0)]
+    snaps = [_snap(1200, 1, 0), _snap(2000, 400, 1), _snap(2100, 401, 1), _snap(3000, 1, 1)]
+    inp = build_input(streams(reqs, rsps, [], snapshots=snaps))
+    sets = [e for e in inp.events if isinstance(e, FrontSetReqProd)]
+    assert [(s.t_ns, s.req_prod) for s in sets] == [(2000, 400)]  # one per episode
+    res = replay(streams(reqs, rsps, [], snapshots=snaps), ["linux-default"])
+    assert {"implausible-producer", "backend-halted"} <= set(res.verdicts[0].invariants())
+    # rsp_prod ahead of req_prod is the backend's doing: no FrontSetReqProd
+    ahead = [_snap(1200, 1, 0), _snap(2000, 1, 5)]
+    inp = build_input(streams(reqs, rsps, [], snapshots=ahead))
+    assert not [e for e in inp.events if isinstance(e, FrontSetReqProd)]
+
+
+def test_capture_shows_a_rewritten_slot() -> None:
+    from blktrace_xen.model.events import FrontMutateSlot
+
+    reqs = [req(1000, 0, 0, 64, consumed_ns=None)]
+    muts = [{**RING, "ns": 1200, "prev_ns": 1100, "idx": 0, "fields": "sector_number,nr_sectors"}]
+    s = streams(reqs, [], [], mutations=muts)
+    muts_ev = [e for e in build_input(s).events if isinstance(e, FrontMutateSlot)]
+    assert muts_ev == [
+        FrontMutateSlot(t_ns=1200, ring=(1, 51712, 0), idx=0, sector_number=64, nr_sectors=8)
+    ]
+    assert "slot-mutated" in replay(s, ["linux-default"]).verdicts[0].invariants()

@@ -38,6 +38,8 @@ from blktrace_xen.model.events import (
     Disconnect,
     DomainDestroy,
     FrontConsume,
+    FrontMutateSlot,
+    FrontSetReqProd,
     FrontSubmit,
     Handoff,
     InputEvent,
@@ -59,6 +61,9 @@ K_CONSUME: Final = 2
 K_COMPLETE: Final = 3
 K_RESPONSE: Final = 4  # a response that answers no traced request
 K_FRONT_CONSUME: Final = 5
+K_SET_REQ_PROD: Final = 6  # hostile frontend, seen in a capture's snapshots
+K_MUTATE: Final = 7
+_MUTABLE: Final = ("operation", "sector_number", "nr_sectors", "nr_segments", "id")
 
 # control kind -> model input; xenbus_state, ring_map/unmap, ref_get/put, disconnect_done
 # and shutdown_done are what a *logic* does, so replay lets each logic redo them.
@@ -477,6 +482,22 @@ def build_input(streams: Streams) -> ReplayInput:
             )
         )
     control, n_inferred = _control_events(streams, known)
+    hostile = _hostile(streams, requests)
+    n_set = hostile[0].filter(pl.col("kind") == K_SET_REQ_PROD).height
+    n_mut = hostile[1].height
+    if n_set or n_mut:
+        caveats.append(
+            Caveat(
+                kind="hostile-from-capture",
+                count=n_set + n_mut,
+                message=(
+                    f"{n_mut} request slot rewrite(s) and {n_set} implausible req_prod(s) "
+                    "seen in the capture's snapshots: re-enacted at the snapshot that showed "
+                    "them; a rewrite's new values are not known to replay, so the act is "
+                    "judged, not what the backend made of the new values"
+                ),
+            )
+        )
     if n_inferred:
         caveats.append(
             Caveat(
@@ -502,12 +523,13 @@ def build_input(streams: Streams) -> ReplayInput:
         "d": pl.Int64,
         "e": pl.Int64,
         "ref": pl.Int64,
+        "idx": pl.Int64,
     }
     parts = [
         f.with_columns(
             [pl.lit(None, dt).alias(c) for c, dt in cols.items() if c not in f.columns]
         ).select([pl.col(c).cast(dt) for c, dt in cols.items()])
-        for f in (control, submits, consumes, completes, loose, front_consumes)
+        for f in (control, submits, consumes, completes, loose, front_consumes, *hostile)
     ]
     timeline = (
         pl.concat(parts)
@@ -541,6 +563,7 @@ def _objects(tl: pl.DataFrame) -> ReplayInput:
     d = tl["d"].to_list()
     e = tl["e"].to_list()
     ref = tl["ref"].to_list()
+    refs_idx = tl["idx"].to_list()
     events: list[InputEvent | None] = [None] * n
     payload: list[tuple[int, int, int, int] | None] = [None] * n
     refs = [-1] * n
@@ -585,6 +608,20 @@ def _objects(tl: pl.DataFrame) -> ReplayInput:
                 events[i] = Disconnect(t_ns=t, ring=ring, side="front" if b[i] else "back")
             else:
                 events[i] = cls(t_ns=t, ring=ring)
+        elif kind == K_SET_REQ_PROD:
+            events[i] = FrontSetReqProd(t_ns=t, ring=ring, req_prod=b[i])
+        elif kind == K_MUTATE:
+            # a: bit mask of the rewritten fields (_MUTABLE order); b, c, d, e, ref: the
+            # values the slot held (sector, sectors, segments, id, operation)
+            old = {
+                "operation": ref[i],
+                "sector_number": b[i],
+                "nr_sectors": c[i],
+                "nr_segments": d[i],
+                "id": e[i],
+            }
+            fields = {n: old[n] for k, n in enumerate(_MUTABLE) if a[i] >> k & 1}
+            events[i] = FrontMutateSlot(t_ns=t, ring=ring, idx=refs_idx[i], **fields)
         else:  # K_COMPLETE / K_RESPONSE: resolved against the logic's state when replayed
             payload[i] = (e[i], a[i], b[i], c[i] if c[i] is not None else -1)
             if kind == K_COMPLETE:
@@ -598,6 +635,84 @@ def _objects(tl: pl.DataFrame) -> ReplayInput:
         rings=rings,
         ring_params={},
     )
+
+
+def _hostile(streams: Streams, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Hostile frontend acts a capture shows: (bogus req_prod rows, slot rewrite rows).
+
+    A snapshot where req_prod - rsp_prod > ring size starts an implausible episode: a
+    ``FrontSetReqProd`` at that snapshot, and the backend, notified, looks at the ring
+    1 ns later. A ``mutations`` row becomes a ``FrontMutateSlot`` of the listed fields,
+    with the values the slot held before (the new ones are not in the streams).
+    """
+    snaps = streams.snapshots
+    bad = ((pl.col("req_prod").cast(pl.Int64) - pl.col("rsp_prod").cast(pl.Int64)) % (1 << 32)) > (
+        pl.col("nr_ents").cast(pl.Int64)
+    )
+    starts = (
+        snaps.with_columns(bad.alias("_bad"))
+        .with_columns(pl.col("_bad").shift(1).over(RING).fill_null(False).alias("_was"))
+        .filter(pl.col("_bad") & ~pl.col("_was"))
+    )
+    # Only a req_prod ahead is the frontend's act; rsp_prod ahead is the backend's.
+    req_ahead = (
+        (pl.col("req_prod").cast(pl.Int64) - pl.col("rsp_prod").cast(pl.Int64)) % (1 << 32)
+    ) < (1 << 31)
+    sets = starts.filter(req_ahead).select(
+        *RING,
+        pl.col("ns").alias("t"),
+        pl.lit(K_SET_REQ_PROD, pl.UInt8).alias("kind"),
+        pl.col("req_prod").cast(pl.Int64).alias("b"),
+    )
+    kicks = starts.select(
+        *RING, (pl.col("ns") + 1).alias("t"), pl.lit(K_CONSUME, pl.UInt8).alias("kind")
+    )
+    muts = streams.mutations
+    if muts.height == 0:
+        return pl.concat([sets, kicks], how="diagonal"), pl.DataFrame()
+    held = (
+        requests.filter(pl.col("idx").is_not_null())
+        .select(
+            *RING,
+            pl.col("idx").cast(pl.Int64),
+            pl.col("ns").alias("req_ns"),
+            "operation",
+            "sector_number",
+            "nr_sectors",
+            "nr_segments",
+            "id",
+        )
+        .sort("req_ns")
+    )
+    mask = pl.lit(0, pl.Int64)
+    for k, name in enumerate(_MUTABLE):
+        mask = mask + pl.col("fields").str.contains(rf"\b{name}\b").cast(pl.Int64) * (1 << k)
+    rows = (
+        muts.with_columns(pl.col("idx").cast(pl.Int64), mask.alias("_mask"))
+        .sort("ns")
+        .join_asof(
+            held,
+            left_on="ns",
+            right_on="req_ns",
+            by=[*RING, "idx"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .filter(pl.col("req_ns").is_not_null() & (pl.col("_mask") > 0))
+    )
+    mut = rows.select(
+        *RING,
+        pl.col("ns").alias("t"),
+        pl.lit(K_MUTATE, pl.UInt8).alias("kind"),
+        pl.col("_mask").alias("a"),
+        pl.col("sector_number").cast(pl.Int64).alias("b"),
+        pl.col("nr_sectors").cast(pl.Int64).alias("c"),
+        pl.col("nr_segments").cast(pl.Int64).alias("d"),
+        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("operation").cast(pl.Int64).alias("ref"),
+        "idx",
+    )
+    return pl.concat([sets, kicks], how="diagonal"), mut
 
 
 def _ring_params(streams: Streams, known: pl.DataFrame) -> dict[RingKey, tuple[int, int]]:
