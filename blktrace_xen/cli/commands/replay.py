@@ -33,6 +33,9 @@ def print_verdicts(result: Any) -> None:
         ),
     )
     console.print(table)
+    shared = result.input.caveats  # what the trace lacks: the same for every logic
+    for c in shared:
+        console.print(f"caveat: {c.message}", highlight=False)
     for lv in result.verdicts:
         if lv.violations:
             first = lv.violations[0]
@@ -43,7 +46,8 @@ def print_verdicts(result: Any) -> None:
                 highlight=False,
             )
         for c in lv.caveats:
-            console.print(f"  caveat ({lv.logic.label}): {c.message}", highlight=False)
+            if c not in shared:
+                console.print(f"  caveat ({lv.logic.label}): {c.message}", highlight=False)
 
 
 @app.command()
