@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def test_capture_recovers_every_request_and_response(synthesized: Path) -> None:
         return
     assert (req["seen"] == "full").all()
     assert req.select(qcols).sort(qcols).equals(truth_req.select(qcols).sort(qcols))
+    # A response written into an already unmapped ring (seed 000, legacy) never
+    # reaches the page the capture polls; the xentrace dump has it.
+    violations = json.loads((synthesized / "truth.json").read_text())["violations"]
+    late = {v["t_ns"] for v in violations if v["invariant"] == "response-after-unmap"}
+    truth_rsp = truth_rsp.filter(~pl.col("ns").is_in(sorted(late)))
     assert rsp.select(scols).sort(scols).equals(truth_rsp.select(scols).sort(scols))
     # A snapshot is taken at or after the push it shows, never before.
     if len(caps) == 1:

@@ -11,8 +11,11 @@ from blktrace_xen.analyses.timeline import RSP, timeline
 from blktrace_xen.streams import Streams
 
 # Control kinds after which a ring can no longer carry responses (down) or
-# carries them again (up). xenbus_state values: 4 Connected, 6 Closed.
-_DOWN = ("disconnect_done", "ring_unmap", "unbind", "domain_destroy")
+# carries them again (up). xenbus_state values: 4 Connected, 6 Closed. A domain
+# destroy is not "down": the hypervisor keeps the ring page until the backend
+# unmaps it (the refcounted fix drains I/O after the destroy), so only the
+# backend's own unmap / disconnect / unbind / Closed take the ring down.
+_DOWN = ("disconnect_done", "ring_unmap", "unbind")
 _UP = ("connect", "ring_map", "bind", "resume", "domain_create")
 # Why a request stayed unanswered: the first of these after it was issued.
 _ENDS = {
@@ -51,14 +54,34 @@ def ring_control(streams: Streams) -> pl.LazyFrame:
 
 
 def _state() -> pl.Expr:
+    """``down`` / ``up`` / null per control row of :func:`ring_control` (``open`` added).
+
+    A ring mapped twice before it is unmapped has two backend instances on one
+    key (a migration's source and target in one dump, a rebound backend): the
+    older instance's teardown takes the ring down only when ``open``, the
+    number of ``ring_map`` minus ``ring_unmap`` so far, drops to zero.
+    """
     kind = pl.col("kind")
     back_state = (kind == "xenbus_state") & (pl.col("side") == "back")
     return (
-        pl.when(kind.is_in(_DOWN) | (back_state & (pl.col("value") == 6)))
+        pl.when((kind.is_in(_DOWN) | (back_state & (pl.col("value") == 6))) & (pl.col("open") <= 0))
         .then(pl.lit("down"))
         .when(kind.is_in(_UP) | (back_state & (pl.col("value") == 4)))
         .then(pl.lit("up"))
         .otherwise(None)
+    )
+
+
+def ring_states(streams: Streams) -> pl.LazyFrame:
+    """Per ring: ``down_ns``, ``state`` (up/down) and ``down_kind`` at each change."""
+    kind = pl.col("kind")
+    step = pl.when(kind == "ring_map").then(1).when(kind == "ring_unmap").then(-1).otherwise(0)
+    return (
+        ring_control(streams)
+        .with_columns(step.cum_sum().over(RING).alias("open"))
+        .with_columns(_state().alias("state"))
+        .filter(pl.col("state").is_not_null())
+        .select(*RING, pl.col("ns").alias("down_ns"), "state", pl.col("kind").alias("down_kind"))
     )
 
 
@@ -295,35 +318,72 @@ def response_after_disconnect(streams: Streams, options: AnalysisOptions) -> pl.
 
     ## Reading the evidence
     `down_kind` and `down_ns` name the control event that took the ring down
-    (`disconnect_done`, `ring_unmap`, `unbind`, `domain_destroy`, or the
-    backend's xenbus state `Closed`); `late_ns` how long after it the response
-    came. A later `connect`/`ring_map`/`bind`/`resume` (or backend state
-    Connected) brings the ring up again.
+    (`disconnect_done`, `ring_unmap`, `unbind`, or the backend's xenbus state
+    `Closed`); `late_ns` how long after it the response came. A later
+    `connect`/`ring_map`/`bind`/`resume` (or backend state Connected) brings
+    the ring up again. A domain destroy alone does not take the ring down: the
+    page stays until the backend unmaps it. When a ring key was mapped twice
+    before an unmap (a migration's source and target in one dump), the older
+    instance's unmap does not take the newer one down.
+
+    A response from a ring capture is dated by the snapshot that first showed
+    it; it is compared with the down event through the snapshot before (the
+    earliest it can have been written), so polling never invents a late one.
 
     ## Known false positives
     With the Linux 2018 fix blkback keeps the ring mapped while `inflight > 0`
     even though it reports the disconnect; a trace that records
     `disconnect_done` before the deferred unmap shows those legal late responses.
     """
-    states = (
-        ring_control(streams)
-        .with_columns(_state().alias("state"))
-        .filter(pl.col("state").is_not_null())
-        .select(*RING, pl.col("ns").alias("down_ns"), "state", pl.col("kind").alias("down_kind"))
+    states = ring_states(streams)
+    # A capture dates a response by the snapshot that first showed it; it was
+    # written after the snapshot before, so that one is compared with the down
+    # event. An event at the very time of the down event counts as before it
+    # (one model step publishes the last response, then unmaps).
+    snaps = (
+        streams.snapshots.lazy()
+        .select(*RING, pl.col("ns").alias("prev_snap_ns"))
+        .sort("prev_snap_ns")
     )
     rsp = (
-        timeline(streams)
-        .lazy()
-        .filter(pl.col("kind") == RSP)
-        .join(states.select(RING).unique(), on=RING, how="semi", maintain_order="left")
+        streams.responses.lazy()
+        .join(states.select(RING).unique(), on=RING, how="semi")
+        .select(
+            *RING,
+            "session",
+            "ns",
+            "id",
+            "idx",
+            pl.col("operation").alias("op"),
+            "status",
+            (pl.col("source") == "ringcap").alias("sampled"),
+        )
+        .sort("ns")
+        .join_asof(
+            snaps,
+            left_on="ns",
+            right_on="prev_snap_ns",
+            by=RING,
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+        .with_columns(
+            pl.when(pl.col("sampled") & pl.col("prev_snap_ns").is_not_null())
+            .then(pl.col("prev_snap_ns"))
+            .otherwise(pl.col("ns"))
+            .alias("earliest_ns")
+        )
+        .sort("earliest_ns")
     )
     rows = (
         rsp.join_asof(
-            states,
-            left_on="ns",
+            states.sort("down_ns"),
+            left_on="earliest_ns",
             right_on="down_ns",
             by=RING,
             strategy="backward",
+            allow_exact_matches=False,
             check_sortedness=False,
         )
         .filter(pl.col("state") == "down")

@@ -157,6 +157,7 @@ class _Emitter:
         self.recs: list[Rec] = []
         self.mapped: dict[tuple[RingKey, int, int], int] = {}  # (ring, backend, seq) -> pages
         self.inflight: dict[tuple[RingKey, int], int] = {}
+        self.ops: dict[tuple[RingKey, int], int] = {}  # (ring, seq) -> operation consumed
 
     def tsc(self, t_ns: int) -> int:
         return self.opts.t0_tsc + -(-t_ns * self.qhz // 1024)
@@ -192,6 +193,25 @@ class _Emitter:
             self.control(ev, t)
         for a in step.actions:
             self.action(a, t)
+        for v in step.violations:
+            if v.invariant == "response-after-unmap":
+                self.late_response(v, t)
+
+    def late_response(self, v: Any, t: int) -> None:
+        """The completion of a backend whose ring is already unmapped (seed 000, legacy).
+
+        The model refuses to touch the ring, but the real driver runs make_response
+        into the unmapped page (the panic): its instrumentation point fires first, so
+        the trace holds the response push after the ring_unmap. The grants stay
+        mapped (the backend dies writing the response).
+        """
+        seq = int(v.evidence.get("seq", -1))
+        op = self.ops.pop((v.ring, seq), 0)
+        idx = 0 if v.idx is None else v.idx
+        self.guest(
+            BACKEND_CPU, t, "blkif_rsp_push", v.ring, idx=idx, id=v.id or 0, operation=op,
+            status=0,
+        )  # fmt: skip
 
     def control(self, ev: Any, t: int) -> None:
         ring = ev.ring
@@ -230,6 +250,7 @@ class _Emitter:
             )  # fmt: skip
             key = (a.ring, a.backend)
             self.inflight[key] = self.inflight.get(key, 0) + 1
+            self.ops[(a.ring, a.seq)] = a.operation
             if a.seq >= 0 and not self.opts.persistent_grants and 0 < a.nr_segments <= 11:
                 self.mapped[(a.ring, a.backend, a.seq)] = a.nr_segments
                 self.grant_op(be, t, GNTTABOP_MAP_GRANT_REF, a.nr_segments, a.ring[0])
@@ -237,6 +258,7 @@ class _Emitter:
             key = (a.ring, a.backend)
             if self.inflight.get(key, 0) > 0:
                 self.inflight[key] -= 1
+            self.ops.pop((a.ring, a.seq), None)
             pages = self.mapped.pop((a.ring, a.backend, a.seq), 0)
             if pages:
                 self.grant_op(be, t, GNTTABOP_UNMAP_GRANT_REF, pages, a.ring[0])

@@ -1,7 +1,7 @@
 """What a simulation did, saved beside its traces so tests and replay can compare.
 
 ``truth_requests`` / ``truth_responses`` hold every request the frontend published and
-every response a backend published (to a mapped ring), with the simulation's
+every response a backend published, with the simulation's
 nanosecond, in the column names and types of ``REQUESTS_SCHEMA`` / ``RESPONSES_SCHEMA``
 (``source`` = "synth"). ``truth.json`` holds the run's parameters, counts and the
 model's violations.
@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from blktrace_xen import schema
-from blktrace_xen.model.events import RequestPushed, ResponsePushed
+from blktrace_xen.model.events import RequestConsumed, RequestPushed, ResponsePushed
 from blktrace_xen.synth.sim import SimResult
 
 REQUEST_COLUMNS = (
@@ -41,12 +41,21 @@ def truth_requests(sim: SimResult) -> pl.DataFrame:
 
 
 def truth_responses(sim: SimResult) -> pl.DataFrame:
-    rows = [
-        (*a.ring, a.t_ns, a.idx, a.id, a.operation, a.status)
-        for s in sim.steps
-        for a in s.actions
-        if isinstance(a, ResponsePushed)
-    ]
+    """Every response pushed, including those a backend wrote after its ring was
+    unmapped (``response-after-unmap``: the model leaves the ring alone, the trace
+    records the push, as the real driver's instrumentation would before the panic)."""
+    rows: list[tuple[int, ...]] = []
+    ops: dict[tuple[tuple[int, int, int], int], int] = {}
+    for s in sim.steps:
+        for a in s.actions:
+            if isinstance(a, ResponsePushed):
+                rows.append((*a.ring, a.t_ns, a.idx, a.id, a.operation, a.status))
+            elif isinstance(a, RequestConsumed):
+                ops[(a.ring, a.seq)] = a.operation
+        for v in s.violations:
+            if v.invariant == "response-after-unmap":
+                op = ops.get((v.ring, int(v.evidence.get("seq", -1))), 0)
+                rows.append((*v.ring, s.t_ns, v.idx or 0, v.id or 0, op, 0))
     frame = pl.DataFrame(rows, schema=list(RESPONSE_COLUMNS), orient="row")
     return schema.conform(frame.with_columns(pl.lit("synth").alias("source")), "responses")
 
