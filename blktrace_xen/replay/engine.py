@@ -22,6 +22,7 @@ reported, never hidden.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,16 +109,24 @@ def run_logic(
 
     t0 = time.perf_counter()
     fed = 0
+    # Model.feed inlined, as model.system.run does: the ring's handler table is looked up
+    # only when the ring changes (the ring keys are shared objects, so `is` suffices).
+    last_key: object = None
+    handlers: dict[type, Callable[[Any], None]] = {}
     for i, ev in enumerate(events):
+        key = rings[i]
+        if key is not last_key:
+            handlers = model.ring(key).handlers
+            last_key = key
         try:
             if ev is not None:
                 if type(ev) is FrontSubmit:
                     s = seq_box[0]
-                    feed(ev)
+                    handlers[FrontSubmit](ev)
                     if seq_box[0] != s:
                         seq_of[refs[i]] = s
                 else:
-                    feed(ev)
+                    handlers[type(ev)](ev)
                 fed += 1
                 continue
             rid, op, status, idx = payload[i]  # type: ignore[misc]
@@ -128,7 +137,9 @@ def run_logic(
                     skip(i, "BackComplete", "request not submitted under this logic", "")
                     continue
                 try:
-                    feed(BackComplete(t_ns=times[i], ring=rings[i], seq=s2, status=status))
+                    handlers[BackComplete](
+                        BackComplete(t_ns=times[i], ring=key, seq=s2, status=status)
+                    )
                 except FrontendProtocolError as exc:
                     if not exc.problem.startswith("no backend has"):
                         raise
@@ -152,6 +163,7 @@ def run_logic(
         except FrontendProtocolError as exc:
             name = type(ev).__name__ if ev is not None else "response"
             skip(i, name, "illegal in this logic's state", exc.problem)
+    model.events += fed
     end_ns = (times[-1] + 1) if times else 0
     at_end = _complete_at_end(model, end_ns) if complete_at_end else 0
     result = model.finish()
