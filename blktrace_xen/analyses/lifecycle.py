@@ -7,7 +7,6 @@ import polars as pl
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
-from blktrace_xen.analyses.timeline import RSP, timeline
 from blktrace_xen.streams import Streams
 
 # Control kinds after which a ring can no longer carry responses (down) or
@@ -53,6 +52,36 @@ def ring_control(streams: Streams) -> pl.LazyFrame:
     return wide.sort("ns", maintain_order=True)
 
 
+def handoffs(streams: Streams) -> pl.LazyFrame:
+    """``domid``, ``ns`` of each migration handoff (the target was started).
+
+    Explicit ``handoff`` rows, plus the ones a dump holding both hosts implies:
+    a domain created again after it was shut down for suspend (reason 2) with
+    no resume in between is the target starting.
+    """
+    ctl = streams.control.lazy().with_columns(pl.col("kind").cast(pl.String))
+    explicit = ctl.filter(pl.col("kind") == "handoff").select("domid", "ns")
+    life = ctl.filter(pl.col("kind").is_in(["domain_create", "domain_shutdown", "resume"])).sort(
+        "ns", maintain_order=True
+    )
+    prev_suspend = (
+        pl.when(pl.col("kind") == "domain_shutdown")
+        .then(pl.col("value") == 2)
+        .when(pl.col("kind") == "resume")
+        .then(pl.lit(False))
+        .otherwise(None)
+        .forward_fill()
+        .shift(1)
+        .over("domid")
+    )
+    inferred = (
+        life.with_columns(prev_suspend.alias("suspended"))
+        .filter((pl.col("kind") == "domain_create") & pl.col("suspended").fill_null(False))
+        .select("domid", "ns")
+    )
+    return pl.concat([explicit, inferred])
+
+
 def _state() -> pl.Expr:
     """``down`` / ``up`` / null per control row of :func:`ring_control` (``open`` added).
 
@@ -75,10 +104,26 @@ def _state() -> pl.Expr:
 def ring_states(streams: Streams) -> pl.LazyFrame:
     """Per ring: ``down_ns``, ``state`` (up/down) and ``down_kind`` at each change."""
     kind = pl.col("kind")
-    step = pl.when(kind == "ring_map").then(1).when(kind == "ring_unmap").then(-1).otherwise(0)
+    back = (kind == "xenbus_state") & (pl.col("side") == "back")
+    # Instances are counted by ring_map / ring_unmap where the trace has them,
+    # else (a capture) by the backend's xenbus Connected / Closed.
+    maps = pl.when(kind == "ring_map").then(1).when(kind == "ring_unmap").then(-1).otherwise(0)
+    conns = (
+        pl.when(back & (pl.col("value") == 4))
+        .then(1)
+        .when(back & (pl.col("value") == 6))
+        .then(-1)
+        .otherwise(0)
+    )
+    has_maps = (kind == "ring_map").any().over(RING)
     return (
         ring_control(streams)
-        .with_columns(step.cum_sum().over(RING).alias("open"))
+        .with_columns(
+            pl.when(has_maps)
+            .then(maps.cum_sum().over(RING))
+            .otherwise(conns.cum_sum().over(RING))
+            .alias("open")
+        )
         .with_columns(_state().alias("state"))
         .filter(pl.col("state").is_not_null())
         .select(*RING, pl.col("ns").alias("down_ns"), "state", pl.col("kind").alias("down_kind"))
@@ -129,9 +174,33 @@ def unanswered(streams: Streams) -> pl.LazyFrame:
         .unique()
         .with_columns(pl.lit(True).alias("reissued"))
     )
-    return inferred.join(
-        reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True
-    ).with_columns(pl.col("reissued").fill_null(False))
+    return (
+        inferred.join(reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True)
+        .join(answered_across(streams), on=[*RING, "id", "req_ns"], how="left")
+        .with_columns(
+            pl.col("reissued").fill_null(False) | pl.col("answered_later").fill_null(False)
+        )
+        .drop("answered_later")
+    )
+
+
+def answered_across(streams: Streams) -> pl.LazyFrame:
+    """Requests whose id is next seen in a response, whatever the session.
+
+    Pairing is per session, but a backend re-attached to a live ring
+    (BACK_RING_ATTACH after a rebind, seed 002's fix) answers in the new
+    session what the frontend published in the old one: those requests were
+    not lost. Columns: ring key, ``id``, ``req_ns``, ``answered_later``.
+    """
+    req = streams.requests.lazy().select(*RING, "id", "ns", pl.lit(0, pl.Int8).alias("k"))
+    rsp = streams.responses.lazy().select(*RING, "id", "ns", pl.lit(1, pl.Int8).alias("k"))
+    both = pl.concat([req, rsp]).sort("ns", "k", maintain_order=True)
+    return (
+        both.with_columns(pl.col("k").shift(-1).over([*RING, "id"]).alias("next_k"))
+        .filter((pl.col("k") == 0) & (pl.col("next_k") == 1))
+        .select(*RING, "id", pl.col("ns").alias("req_ns"), pl.lit(True).alias("answered_later"))
+        .unique([*RING, "id", "req_ns"])
+    )
 
 
 @rule(
@@ -517,26 +586,49 @@ def migration_handoff_io(streams: Streams, options: AnalysisOptions) -> pl.LazyF
 
     ## Reading the evidence
     `handoff_ns` is the `handoff` event (its `domid` is the migrating domain's
-    id on the source); `late` responses after it, `writes` among them,
-    `last_ns` the last one.
+    id on the source), or, where none was recorded, the domain's creation after
+    its suspend shutdown (a dump holding both hosts: the target starting);
+    `late` responses after it, `writes` among them, `last_ns` the last one.
+    Only the source's responses count: those continuing its response index
+    sequence (within one ring size of its last response before the handoff),
+    up to its `ring_unmap`; the target's ring starts its own indices.
 
     ## Known false positives
     Reads completing late are harmless for the disk's content (reported as
     `medium`); a `handoff` event recorded with the target's domid instead of the
     source's is not matched.
     """
-    handoff = (
-        streams.control.lazy()
-        .filter(pl.col("kind").cast(pl.String) == "handoff")
-        .group_by("domid")
-        .agg(pl.col("ns").min().alias("handoff_ns"))
+    handoff = handoffs(streams).group_by("domid").agg(pl.col("ns").min().alias("handoff_ns"))
+    rsp = streams.responses.lazy().select(*RING, "ns", "idx", pl.col("operation").alias("op"))
+    # The source's responses continue its own index sequence; the target's ring
+    # starts afresh (a shared dump holds both under one ring key).
+    last = (
+        rsp.join(handoff, on="domid", how="inner")
+        .filter(pl.col("ns") <= pl.col("handoff_ns"))
+        .group_by(RING)
+        .agg(pl.col("idx").sort_by("ns").last().alias("last_idx"))
     )
-    late = (
-        timeline(streams)
-        .lazy()
-        .filter(pl.col("kind") == RSP)
+    unmaps = (
+        ring_control(streams)
+        .filter(pl.col("kind") == "ring_unmap")
         .join(handoff, on="domid", how="inner")
+        .filter(pl.col("ns") >= pl.col("handoff_ns"))
+        .group_by(RING)
+        .agg(pl.col("ns").min().alias("unmap_ns"))
+    )
+    nr = streams.rings.lazy().select(*RING, pl.col("nr_ents").cast(pl.Int64))
+    span = (pl.col("idx").cast(pl.Int64) - pl.col("last_idx").cast(pl.Int64)) % (1 << 32)
+    late = (
+        rsp.join(handoff, on="domid", how="inner")
         .filter(pl.col("ns") > pl.col("handoff_ns"))
+        .join(last, on=RING, how="left")
+        .join(unmaps, on=RING, how="left")
+        .join(nr, on=RING, how="left")
+        .filter(
+            pl.col("unmap_ns").is_null() | (pl.col("ns") <= pl.col("unmap_ns")),
+            pl.col("last_idx").is_null()
+            | ((span >= 1) & (span <= pl.col("nr_ents").fill_null(32))),
+        )
     )
     rows = (
         late.group_by(RING)

@@ -87,12 +87,25 @@ def per_ring(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
         _kind_str().alias("kind"),
         "value",
         pl.col("_seq").cast(pl.Int64),
+        _attaches().alias("_attach"),
     )
     joined = rings.join(ctl, on="domid", how="inner")
     return joined.filter(
         (pl.col("_vdev").is_null() | (pl.col("_vdev") == pl.col("vdev")))
         & (pl.col("_queue").is_null() | (pl.col("_queue") == pl.col("queue")))
-    ).select(*RING, "ns", "kind", "value", "_seq")
+    ).select(*RING, "ns", "kind", "value", "_seq", "_attach")
+
+
+def _attaches() -> pl.Expr:
+    """A ``ring_map`` at non-zero indices: the backend re-attached to a live ring.
+
+    ``blkif_ring_map`` records the backend's own counters; BACK_RING_ATTACH
+    (seed 002's fix) takes the shared ring's, BACK_RING_INIT and a fresh ring
+    start at 0. Null for other rows.
+    """
+    idx = pl.col("detail").str.extract_all(r"(?:req|rsp)_prod=(\d+)")
+    nonzero = idx.list.eval(pl.element().str.extract(r"=(\d+)").cast(pl.Int64) != 0).list.any()
+    return pl.when(_kind_str() == "ring_map").then(nonzero.fill_null(False)).otherwise(None)
 
 
 def _is_start() -> pl.Expr:
@@ -111,7 +124,15 @@ def _end_reason() -> pl.Expr:
 
 def session_starts(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
     """One row per session start: ring key, ``ns``, ``session`` (1, 2, ...), ``start_kind``."""
-    starts = per_ring(control, rings).filter(_is_start()).sort("ns", "_seq")
+    rows = per_ring(control, rings).sort("ns", "_seq")
+    # A re-attach continues the ring (the same requests are answered after it),
+    # so the bind, map and Connected around it start no session: the attach
+    # flag of the map holds for its whole instant and until the next map.
+    at_ns = pl.col("_attach").fill_null(False).any().over([*RING, "ns"])
+    last_map = pl.col("_attach").forward_fill().over(RING).fill_null(False)
+    attached = at_ns | last_map
+    suppressed = pl.col("kind").is_in(["bind", "ring_map", "connect", "xenbus_state"]) & attached
+    starts = rows.filter(_is_start() & ~suppressed)
     return starts.select(
         *RING,
         pl.col("ns").alias("start_ns"),

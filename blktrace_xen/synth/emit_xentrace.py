@@ -61,7 +61,7 @@ from blktrace_xen.model.events import (
 from blktrace_xen.streams.blkif_catalog import EventSpec, load_blkif_catalog
 from blktrace_xen.streams.timebase import cpu_qhz
 from blktrace_xen.structs import xentrace as xt
-from blktrace_xen.synth.sim import SimResult, Step
+from blktrace_xen.synth.sim import SimResult, Step, timed_actions
 
 TRC_GUEST: Final = xt.TRC_GUEST
 TRC_PV_HYPERCALL_V2: Final = 0x0020100D
@@ -191,8 +191,8 @@ class _Emitter:
         t = step.t_ns
         if ev is not None:
             self.control(ev, t)
-        for a in step.actions:
-            self.action(a, t)
+        for ta, a in timed_actions(step):
+            self.action(a, ta)
         for v in step.violations:
             if v.invariant == "response-after-unmap":
                 self.late_response(v, t)

@@ -38,6 +38,7 @@ from blktrace_xen.model.events import (
     ResponseConsumed,
     ResponsePushed,
     RingKey,
+    TargetStarted,
     Violation,
 )
 from blktrace_xen.model.ring import BLKIF_OP_WRITE, MASK32
@@ -269,9 +270,25 @@ class Simulator:
         return SimResult(self.steps, result, cfg, self.dropped, self._last_t)
 
 
+def timed_actions(step: Step) -> list[tuple[int, Any]]:
+    """The step's actions with the nanosecond each is traced at.
+
+    A migration's target host starts within the step that released it (the source's
+    last response, its unmap, then TargetStarted and the target's first actions): the
+    target's records are dated 1 ns later, so the source's last ones stay before it.
+    """
+    t = step.t_ns
+    out = []
+    for a in step.actions:
+        if isinstance(a, TargetStarted):
+            t += 1
+        out.append((t, a))
+    return out
+
+
 def simulate(config: SimConfig, seed: int) -> SimResult:
     """Run ``config`` deterministically for ``seed``."""
     return Simulator(config, seed).run()
 
 
-__all__ = ["Control", "SimConfig", "SimResult", "Simulator", "Step", "simulate"]
+__all__ = ["Control", "SimConfig", "SimResult", "Simulator", "Step", "simulate", "timed_actions"]

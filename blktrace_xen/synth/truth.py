@@ -17,7 +17,7 @@ import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.model.events import RequestConsumed, RequestPushed, ResponsePushed
-from blktrace_xen.synth.sim import SimResult
+from blktrace_xen.synth.sim import SimResult, timed_actions
 
 REQUEST_COLUMNS = (
     "domid", "vdev", "queue", "ns", "idx", "id", "operation", "nr_segments",
@@ -28,9 +28,9 @@ RESPONSE_COLUMNS = ("domid", "vdev", "queue", "ns", "idx", "id", "operation", "s
 
 def truth_requests(sim: SimResult) -> pl.DataFrame:
     rows = [
-        (*a.ring, a.t_ns, a.idx, a.id, a.operation, a.nr_segments, a.sector_number, a.nr_sectors)
+        (*a.ring, t, a.idx, a.id, a.operation, a.nr_segments, a.sector_number, a.nr_sectors)
         for s in sim.steps
-        for a in s.actions
+        for t, a in timed_actions(s)
         if isinstance(a, RequestPushed)
     ]
     frame = pl.DataFrame(rows, schema=list(REQUEST_COLUMNS), orient="row")
@@ -47,9 +47,9 @@ def truth_responses(sim: SimResult) -> pl.DataFrame:
     rows: list[tuple[int, ...]] = []
     ops: dict[tuple[tuple[int, int, int], int], int] = {}
     for s in sim.steps:
-        for a in s.actions:
+        for t, a in timed_actions(s):
             if isinstance(a, ResponsePushed):
-                rows.append((*a.ring, a.t_ns, a.idx, a.id, a.operation, a.status))
+                rows.append((*a.ring, t, a.idx, a.id, a.operation, a.status))
             elif isinstance(a, RequestConsumed):
                 ops[(a.ring, a.seq)] = a.operation
         for v in s.violations:
