@@ -15,6 +15,7 @@ import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.streams import Streams
+from blktrace_xen.streams.pairing import pair
 
 RING = {"domid": 1, "vdev": 51712, "queue": 0}
 
@@ -131,15 +132,21 @@ def streams(
     io: pl.DataFrame | None = None,
     **tables: Sequence[dict[str, Any]],
 ) -> Streams:
-    """A Streams from row lists; ``io`` is derived by :func:`pair_io` unless given."""
+    """A Streams from row lists.
+
+    Unless ``io`` is given, ``io`` and ``pairing`` are the streams' own pairing
+    (``pair``), as every loader gives them: the analyses consume that pairing
+    and do not pair again.
+    """
     req = make_requests(requests)
     rsp = make_responses(responses)
     frames = {name: make(name, rows) for name, rows in tables.items()}
     if "snapshots" in tables:
         frames["snapshots"] = make_snapshots(tables["snapshots"])
-    return Streams(
-        requests=req, responses=rsp, io=pair_io(req, rsp) if io is None else io, **frames
-    )
+    if io is None:
+        control = frames.get("control", schema.empty("control")).sort("ns", maintain_order=True)
+        io, frames["pairing"] = pair(req, rsp, control)
+    return Streams(requests=req, responses=rsp, io=io, **frames)
 
 
 def healthy_rows(n: int = 40, *, t0: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

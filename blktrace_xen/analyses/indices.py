@@ -21,7 +21,7 @@ from blktrace_xen.analyses.emit import (
 )
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
-from blktrace_xen.analyses.timeline import REQ, RSP, timeline
+from blktrace_xen.analyses.timeline import REQ, RSP, cached, requests, responses
 from blktrace_xen.streams import Streams
 
 
@@ -33,62 +33,95 @@ def _snapshots(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     )
 
 
-_event_cache: list[tuple[Streams, pl.DataFrame]] = []
+def _event_indices(streams: Streams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Requests and responses of rings without snapshots, with the other side's last index.
 
+    Requests get ``last_rsp_idx`` (the ring's last response strictly before:
+    at equal ns a request counts first), responses ``last_req_idx`` (the
+    last request at or before); both get ``prev_idx`` / ``prev_session`` /
+    ``prev_ns`` of the ring's previous event of their kind.
 
-def _event_indices(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
-    """Timeline rows of rings that have no snapshots, with the ring's last indices so far.
-
-    Three rules use it, so it is computed once per ``streams`` (last value only).
+    Not the streams' pairing: this follows ring indices, not ids. Two as-of
+    joins of the time-ordered frames, not a merged frame with windows. Three
+    rules use it, so it is computed once per ``streams``.
     """
-    for cached, frame in _event_cache:
-        if cached is streams:
-            return frame.lazy()
-    snapped = streams.snapshots.select(RING).unique()
-    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents).collect()
-    tl = timeline(streams).lazy().filter(pl.col("idx").is_not_null())
-    if snapped.height:
-        # A filter, not an anti-join: it keeps time order for the windows below.
-        keys = snapped.select(ring_key().alias("k"))["k"]
-        tl = tl.filter(~pl.col("ring_key").is_in(keys.implode()))
-    per_kind = ["ring_key", "kind"]
-    frame = (
-        tl.select(*RING, "ring_key", "session", "ns", "kind", "idx")
-        .with_columns(
-            pl.when(pl.col("kind") == REQ)
-            .then(pl.col("idx"))
-            .forward_fill()
-            .over("ring_key")
-            .alias("last_req_idx"),
-            pl.when(pl.col("kind") == RSP)
-            .then(pl.col("idx"))
-            .forward_fill()
-            .over("ring_key")
-            .alias("last_rsp_idx"),
-            pl.struct(
+
+    def build() -> tuple[pl.DataFrame, pl.DataFrame]:
+        snapped = streams.snapshots.select(ring_key().alias("k")).unique()["k"]
+
+        def side(frame: pl.DataFrame) -> pl.LazyFrame:
+            rows = frame.lazy().filter(pl.col("idx").is_not_null())
+            if snapped.len():
+                # A filter, not an anti-join: it keeps time order for the joins below.
+                rows = rows.filter(~ring_key().is_in(snapped.implode()))
+            prev = pl.struct(
                 pl.col("idx").alias("prev_idx"),
                 pl.col("session").alias("prev_session"),
                 pl.col("ns").alias("prev_ns"),
             )
-            .shift(1)
-            .over(per_kind)
-            .alias("_prev"),
+            return (
+                rows.select(*RING, ring_key().alias("ring_key"), "session", "ns", "idx")
+                .with_columns(prev.shift(1).over("ring_key").alias("_prev"))
+                .unnest("_prev")
+            )
+
+        req, rsp = side(requests(streams)), side(responses(streams))
+        last = {"ns": "ns", "ring_key": "ring_key"}
+        reqs = req.join_asof(
+            rsp.select(*last, pl.col("idx").alias("last_rsp_idx")),
+            on="ns",
+            by="ring_key",
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
         )
-        .unnest("_prev")
-        .join(sizes.lazy(), on=RING, how="left", nulls_equal=True, maintain_order="left")
-        .with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
-        .collect()
-    )
-    _event_cache[:] = [(streams, frame)]
-    return frame.lazy()
+        rsps = rsp.join_asof(
+            req.select(*last, pl.col("idx").alias("last_req_idx")),
+            on="ns",
+            by="ring_key",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        out = pl.collect_all([reqs, rsps])
+        return out[0], out[1]
+
+    return cached(streams, "event_indices", build)
 
 
-def _flagged_only(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """``rows`` collected; empty unless some row is flagged ``bad``.
+def _with_sizes(rows: pl.LazyFrame, streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
+    return rows.join(
+        sizes, on=RING, how="left", nulls_equal=True, maintain_order="left"
+    ).with_columns(pl.col("nr_ents").fill_null(options.default_nr_ents))
+
+
+def _smallest_ring(streams: Streams, options: AnalysisOptions) -> int:
+    """A lower bound of every ring's size: rows within it need no size lookup."""
+    sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents).collect()
+    low = sizes["nr_ents"].min()
+    return options.default_nr_ents if low is None else min(int(low), options.default_nr_ents)  # type: ignore[arg-type]
+
+
+def _bad_in_time_order(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows of the rings with a ``bad`` row, in time order (a request first at equal ns).
 
     Violations are rare: the episode windows then run over nothing instead of
     every event of a healthy trace.
     """
+    rings = rows.filter(pl.col("bad")).select(RING).unique().collect()
+    if "_order" not in rows.collect_schema().names():
+        rows = rows.with_columns(pl.lit(0).alias("_order"))
+    if rings.is_empty():
+        return rows.head(0).drop("_order")
+    return (
+        rows.join(rings.lazy(), on=RING, how="semi", nulls_equal=True, maintain_order="left")
+        .sort("_order", maintain_order=True)
+        .drop("_order")
+    )
+
+
+def _flagged_only(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """``rows`` collected; empty unless some row is flagged ``bad``."""
     frame = rows.collect()
     return (frame if frame["bad"].any() else frame.head(0)).lazy()
 
@@ -150,22 +183,41 @@ def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyF
         pl.lit(None, pl.UInt32).alias("session"),
         pl.lit("snapshots").alias("source"),
     )
-    ev = (
-        _event_indices(streams, options)
-        .filter(pl.col("last_req_idx").is_not_null() & pl.col("last_rsp_idx").is_not_null())
-        .with_columns(
-            (pl.col("last_req_idx").cast(pl.Int64) + 1).alias("req_prod"),
-            (pl.col("last_rsp_idx").cast(pl.Int64) + 1).alias("rsp_prod"),
-        )
-        .with_columns(
-            u32_ahead("req_prod", "rsp_prod").alias("outstanding"),
-            pl.lit("events").alias("source"),
-        )
-        .with_columns(
-            ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias(
-                "bad"
+    reqs, rsps = _event_indices(streams)
+    prods = {
+        REQ: (pl.col("idx"), pl.col("last_rsp_idx")),
+        RSP: (pl.col("last_req_idx"), pl.col("idx")),
+    }
+    ev = pl.concat(
+        [
+            frame.lazy()
+            .filter(rsp_prod.is_not_null() & req_prod.is_not_null())
+            .select(
+                *RING,
+                "session",
+                "ns",
+                (req_prod.cast(pl.Int64) + 1).alias("req_prod"),
+                (rsp_prod.cast(pl.Int64) + 1).alias("rsp_prod"),
+                (pl.col("ns") * 2 + kind).alias("_order"),
             )
-        )
+            for kind, frame in ((REQ, reqs), (RSP, rsps))
+            for req_prod, rsp_prod in [prods[kind]]
+        ]
+    ).with_columns(u32_ahead("req_prod", "rsp_prod").alias("outstanding"))
+    # No ring is smaller than ``low``: rows within it are fine on every ring,
+    # and the ring-size lookup runs only on the rings that have other rows.
+    low = _smallest_ring(streams, options)
+    ev = _with_sizes(
+        _bad_in_time_order(
+            ev.with_columns(
+                ((pl.col("outstanding") > low) & (pl.col("outstanding") < HALF)).alias("bad")
+            )
+        ),
+        streams,
+        options,
+    ).with_columns(
+        ((pl.col("outstanding") > pl.col("nr_ents")) & (pl.col("outstanding") < HALF)).alias("bad"),
+        pl.lit("events").alias("source"),
     )
     cols = [
         *RING,
@@ -269,19 +321,26 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
         )
     )
     # Rings without snapshots: consecutive request (or response) indices in one session.
-    ev = _event_indices(streams, options).rename({"prev_idx": "from"})
-    ev_found = ev.filter(
-        (pl.col("session").eq_missing(pl.col("prev_session")))
-        & u32_ahead("from", "idx").is_between(1, HALF - 1)
-    ).with_columns(
-        pl.when(pl.col("kind") == REQ)
-        .then(pl.lit("req_prod"))
-        .otherwise(pl.lit("rsp_prod"))
-        .alias("producer"),
-        pl.col("idx").alias("to"),
-        pl.col("prev_ns").alias("ns"),
-        pl.col("ns").alias("ns_end"),
-    )
+    back = pl.col("session").eq_missing(pl.col("prev_session")) & u32_ahead(
+        "prev_idx", "idx"
+    ).is_between(1, HALF - 1)
+    ev_found = pl.concat(
+        [
+            frame.lazy()
+            .filter(back)
+            .select(
+                *RING,
+                pl.col("prev_ns").alias("ns"),
+                pl.col("ns").alias("ns_end"),
+                pl.lit(producer).alias("producer"),
+                pl.col("prev_idx").alias("from"),
+                pl.col("idx").alias("to"),
+            )
+            for producer, frame in zip(
+                ("req_prod", "rsp_prod"), _event_indices(streams), strict=True
+            )
+        ]
+    ).sort("ns_end", maintain_order=True)
     cols = [*RING, "ns", "ns_end", "producer", "from", "to"]
     rows = pl.concat(
         [
@@ -348,14 +407,21 @@ def response_overflow(streams: Streams, options: AnalysisOptions) -> pl.LazyFram
         pl.lit("snapshots").alias("source"),
     )
     ev = (
-        _event_indices(streams, options)
-        .filter((pl.col("kind") == RSP) & pl.col("last_req_idx").is_not_null())
-        .with_columns(
+        _event_indices(streams)[1]
+        .lazy()
+        .filter(pl.col("last_req_idx").is_not_null())
+        .select(
+            *RING,
+            "session",
+            "ns",
             (pl.col("last_req_idx").cast(pl.Int64) + 1).alias("req_prod"),
             (pl.col("idx").cast(pl.Int64) + 1).alias("rsp_prod"),
-            pl.lit("events").alias("source"),
         )
         .with_columns(u32_ahead("rsp_prod", "req_prod").alias("ahead"))
+        .with_columns(pl.col("ahead").is_between(1, HALF - 1).alias("bad"))
+    )
+    ev = _with_sizes(_bad_in_time_order(ev), streams, options).with_columns(
+        pl.lit("events").alias("source")
     )
     cols = [*RING, "session", "ns", "req_prod", "rsp_prod", "nr_ents", "ahead", "source"]
     rows = pl.concat(

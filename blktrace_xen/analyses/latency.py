@@ -6,35 +6,72 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from blktrace_xen.analyses.emit import RING
-from blktrace_xen.analyses.timeline import REQ, RSP, timeline
+from blktrace_xen.analyses.emit import ring_key
+from blktrace_xen.analyses.timeline import clear, effective_op, paired, requests, responses
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
 
 SECTOR_BYTES = 512
 
 
+def _count_before(
+    rows: pl.LazyFrame, events: pl.DataFrame, name: str, *, inclusive: bool
+) -> pl.LazyFrame:
+    """Add ``name``: how many ``events`` of the row's ring came before it (as-of join)."""
+    counted = events.lazy().select(
+        ring_key().alias("_rk"), "ns", pl.int_range(1, pl.len() + 1).over(ring_key()).alias(name)
+    )
+    return rows.join_asof(
+        counted,
+        on="ns",
+        by="_rk",
+        strategy="backward",
+        allow_exact_matches=inclusive,
+        check_sortedness=False,
+    ).with_columns(pl.col(name).fill_null(0))
+
+
 def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     """Queue depth (requests in flight on the ring, this one included) at each issue, by ``by``.
 
-    The running count of requests minus responses misses requests issued
-    before the trace began. Each response with no earlier request answers one
-    of those, so at any time the ring also held every such response still to
-    come: they are added back.
+    Requests so far minus responses before it (at equal ns a request counts
+    first). That misses requests issued before the trace began; each
+    response the streams' pairing calls an orphan answers one of those, so
+    the orphans still to come are added back. As-of joins of the time-ordered
+    frames, not a merged frame with windows.
     """
-    tl = timeline(streams).lazy().rename({"op": "operation"})
-    if any(k not in tl.collect_schema().names() for k in by):
+    req = requests(streams)
+    names = set(req.columns) | {"operation"}
+    if any(k not in names for k in by):
         return None
-    unseen = ((pl.col("kind") == RSP) & pl.col("prev_kind").is_null()).cast(pl.Int64)
-    still_to_come = unseen.sum().over(RING) - unseen.cum_sum().over(RING)
-    reqs = tl.with_columns((pl.col("inflight") + still_to_come).alias("depth")).filter(
-        pl.col("kind") == REQ
+    keys = [k for k in by if k != "operation"]
+    rows = req.lazy().select(
+        *keys,
+        *([effective_op().alias("operation")] if "operation" in by else []),
+        ring_key().alias("_rk"),
+        "ns",
+        pl.int_range(1, pl.len() + 1).over(ring_key()).alias("_issued"),
     )
-    return reqs.group_by(by).agg(
-        pl.col("depth").mean().alias("qd_mean"),
-        pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),
-        pl.col("depth").quantile(0.99, "nearest").alias("qd_p99"),
-        pl.col("depth").max().alias("qd_max"),
+    rows = _count_before(rows, responses(streams), "_answered", inclusive=False)
+    depth = pl.col("_issued") - pl.col("_answered")
+    facts = paired(streams)[1]
+    orphans = facts.filter(pl.col("kind").cast(pl.String) == "orphan_response")
+    if orphans.height:
+        orphans = orphans.sort("ns", maintain_order=True)
+        total = orphans.group_by(ring_key().alias("_rk")).agg(pl.len().alias("_orphans"))
+        rows = _count_before(rows, orphans, "_orphans_seen", inclusive=False).join(
+            total.lazy(), on="_rk", how="left"
+        )
+        depth = depth + pl.col("_orphans").fill_null(0) - pl.col("_orphans_seen")
+    return (
+        rows.with_columns(depth.alias("depth"))
+        .group_by(by)
+        .agg(
+            pl.col("depth").mean().alias("qd_mean"),
+            pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),
+            pl.col("depth").quantile(0.99, "nearest").alias("qd_p99"),
+            pl.col("depth").max().alias("qd_max"),
+        )
     )
 
 
@@ -52,8 +89,15 @@ def btt_table(
     statistics ``reordered`` (completions with ``reorder != 0``),
     ``reorder_max`` (largest absolute distance), ``reorder_mean_abs``.
     """
-    keys = list(by)
-    missing = [k for k in keys if k not in streams.io.columns]
+    try:
+        return _btt_table(streams, list(by))
+    finally:
+        clear()
+
+
+def _btt_table(streams: Streams, keys: list[str]) -> pl.DataFrame:
+    io = paired(streams)[0]
+    missing = [k for k in keys if k not in io.columns]
     if missing:
         raise ModelUsageError(f"btt_table: io has no column(s) {', '.join(missing)}")
     done = pl.col("rsp_ns").is_not_null()
@@ -62,7 +106,7 @@ def btt_table(
         pl.max_horizontal(pl.col("rsp_ns").max(), pl.col("req_ns").max()) - pl.col("req_ns").min()
     ).alias("span_ns")
     table = (
-        streams.io.lazy()
+        io.lazy()
         .group_by(keys)
         .agg(
             pl.len().alias("count"),

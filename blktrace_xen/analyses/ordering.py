@@ -7,6 +7,7 @@ import polars as pl
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_key, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.timeline import paired
 from blktrace_xen.streams import Streams
 
 _SESSION = [*RING, "session"]
@@ -14,7 +15,7 @@ OP_WRITE = 1
 
 
 def _io_in_issue_order(streams: Streams) -> pl.LazyFrame:
-    io = streams.io
+    io = paired(streams)[0]
     # The stream builder emits io in request order; sort only if it did not.
     if not io["req_ns"].is_sorted():
         io = io.sort("req_ns", maintain_order=True, nulls_last=True)

@@ -1,4 +1,9 @@
-"""Request/response pairing rules: every response must answer exactly one request in flight."""
+"""Request/response pairing rules: every response must answer exactly one request in flight.
+
+The pairing itself is the streams' (``io`` and the ``pairing`` facts, see
+docs/streams.md): these rules only judge its facts, so the analyses and every
+other consumer agree on which response answers which request.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import polars as pl
 from blktrace_xen.analyses.emit import RING, emit, ms, nr_ents, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
-from blktrace_xen.analyses.timeline import REQ, RSP, timeline
+from blktrace_xen.analyses.timeline import paired, requests, responses
 from blktrace_xen.streams import Streams
 
 # Control events after which every request of the ring is observable: the
@@ -15,16 +20,24 @@ from blktrace_xen.streams import Streams
 _RING_START = ("connect", "ring_map", "domain_create")
 
 
-def _responses(streams: Streams) -> pl.LazyFrame:
-    return timeline(streams).lazy().filter(pl.col("kind") == RSP)
+def _facts(streams: Streams, kind: str) -> pl.LazyFrame:
+    facts = paired(streams)[1]
+    return facts.lazy().filter(pl.col("kind").cast(pl.String) == kind).rename({"operation": "op"})
 
 
-def _start_observed(streams: Streams) -> pl.LazyFrame:
-    """Per ring: the time of the first control event that shows the ring starting."""
+def _start_observed(streams: Streams, rings: pl.LazyFrame) -> pl.LazyFrame:
+    """Per ring of ``rings``: whether a control event showed it starting before its first event."""
     starts = streams.control.lazy().filter(pl.col("kind").cast(pl.String).is_in(_RING_START))
-    rings = timeline(streams).lazy().group_by(RING).agg(pl.col("ns").min().alias("first_ns"))
+    # Only the rings asked about are scanned (a healthy trace asks about none).
+    first = pl.concat(
+        [
+            frame.lazy().join(rings, on=RING, how="semi", nulls_equal=True).select(*RING, "ns")
+            for frame in (requests(streams), responses(streams))
+        ]
+    )
+    firsts = first.group_by(RING).agg(pl.col("ns").min().alias("first_ns"))
     # A domain-wide event (null vdev) starts every ring of the domain.
-    per_ring = rings.join(
+    per_ring = firsts.join(
         starts.select("domid", "vdev", "queue", pl.col("ns").alias("start_ns")),
         on="domid",
         how="inner",
@@ -65,7 +78,8 @@ def response_unknown_id(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
 
     ## Reading the evidence
     `id`, `idx`, `op`, `status` of the response; `unmatched_rank` is its rank
-    among the ring's responses that had no earlier request.
+    among the ring's responses that had no earlier request (the streams'
+    `orphan_response` facts: no request of the id in the ring session).
 
     ## What the evidence cannot see
     A trace that starts while requests are in flight sees their responses
@@ -81,12 +95,21 @@ def response_unknown_id(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
     the response (`seen = via_response`), so this rule stays silent there.
     """
     sizes = nr_ents(streams.rings, streams.snapshots, options.default_nr_ents)
-    rows = (
-        _responses(streams)
-        .filter(pl.col("before_first_req"))
+    # Orphans are few (a ring's first snapshot at most): collected before the joins.
+    orphans = (
+        _facts(streams, "orphan_response")
         .with_columns(pl.int_range(1, pl.len() + 1).over(RING).alias("unmatched_rank"))
-        .join(sizes, on=RING, how="left", nulls_equal=True)
-        .join(_start_observed(streams), on=RING, how="left", nulls_equal=True)
+        .collect()
+        .lazy()
+    )
+    rows = (
+        orphans.join(sizes, on=RING, how="left", nulls_equal=True)
+        .join(
+            _start_observed(streams, orphans.select(RING).unique()),
+            on=RING,
+            how="left",
+            nulls_equal=True,
+        )
         .filter(
             pl.col("start_observed").fill_null(False)
             | (pl.col("unmatched_rank") > pl.col("nr_ents").fill_null(options.default_nr_ents))
@@ -137,24 +160,17 @@ def duplicate_response(streams: Streams, options: AnalysisOptions) -> pl.LazyFra
 
     ## What the evidence cannot see
     A polled capture can see an id's request, response, next request and next
-    response in one snapshot; responses are counted against requests so that
-    such a snapshot is not a duplicate.
+    response in one snapshot; the streams' pairing orders such a snapshot as
+    the protocol allows (a response to an outstanding id first), so it is not
+    a duplicate.
 
     ## Known false positives
     A request for the same id lost from the trace (lost records, a ring-capture
     gap) between the two responses; confidence is lowered when they overlap.
     """
-    # The window runs from the first response: a request lost in between would explain it.
+    # The streams' duplicate_response facts: the id's previous event was its answer.
     rows = (
-        _responses(streams)
-        .filter(
-            (pl.col("prev_kind") == RSP)
-            & (pl.col("excess") > pl.col("prev_max_excess").clip(lower_bound=0))
-        )
-        # Collected here: polars 2.1 panicked ("i < self.len()") optimising the
-        # whole plan on a synthesized trace; the filtered rows are few.
-        .collect()
-        .lazy()
+        _facts(streams, "duplicate_response")
         .with_columns(
             pl.col("prev_ns").alias("first_ns"),
             pl.col("ns").alias("dup_ns"),
@@ -204,25 +220,15 @@ def response_op_mismatch(streams: Streams, options: AnalysisOptions) -> pl.LazyF
 
     ## What the evidence cannot see
     Requests seen only through their response (`via_response`) have no
-    independent op and are skipped, and so are responses that share one
-    snapshot with two requests of their id (which request they answer is
-    ambiguous).
+    independent op and are skipped. Inside one snapshot the streams' pairing
+    decides which request a response answers (docs/streams.md, equal
+    timestamps).
 
     ## Known false positives
     None known for Linux backends (FLUSH and BARRIER are echoed as sent).
     """
-    rows = (
-        _responses(streams)
-        .filter(
-            (pl.col("prev_kind") == REQ)
-            # The previous request is this response's only when it leaves no
-            # other request of the id outstanding (see timeline.build).
-            & (pl.col("excess") == 0)
-            & pl.col("prev_full").fill_null(False)
-            & pl.col("prev_op").is_not_null()
-            & (pl.col("op") != pl.col("prev_op"))
-        )
-        .with_columns(pl.col("prev_op").alias("request_op"))
+    rows = _facts(streams, "op_mismatch").with_columns(
+        pl.col("expected_operation").alias("request_op")
     )
     return emit(
         rows,

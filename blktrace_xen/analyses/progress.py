@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import polars as pl
 
-from blktrace_xen.analyses.emit import HALF, RING, emit, episodes, ms, ring_label, u32_ahead
+from blktrace_xen.analyses.emit import (
+    HALF,
+    RING,
+    emit,
+    episodes,
+    ms,
+    ring_key,
+    ring_label,
+    u32_ahead,
+)
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
-from blktrace_xen.analyses.timeline import REQ, RSP, timeline
+from blktrace_xen.analyses.timeline import paired, responses
 from blktrace_xen.streams import Streams
 
 
@@ -55,19 +64,48 @@ def stall(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     A storage path that is legitimately slower than `stall_ns` (raise `--stall-
     ms`); a trace whose responses were lost.
     """
-    tl = timeline(streams).lazy()
+    io = paired(streams)[0].lazy()
+    rsp = responses(streams)
+    # A stall ended by a response lasted at most that request's latency, so
+    # only requests slower than the threshold are candidates (none when
+    # healthy); the ring's previous response is looked up for those only.
+    slow = (
+        io.filter(pl.col("latency_ns") > options.stall_ns)
+        .with_columns(ring_key().alias("_rk"))
+        .collect()
+    )
+    rk = ring_key()
+    before = (
+        rsp.lazy()
+        .filter(rk.is_in(slow["_rk"].unique().implode()))
+        .select(
+            *RING,
+            "session",
+            "id",
+            "ns",
+            "idx",
+            pl.col("ns").shift(1).over(rk).alias("last_rsp_ns"),
+        )
+    )
     ended = (
-        tl.filter((pl.col("kind") == RSP) & (pl.col("prev_kind") == REQ))
-        .with_columns(pl.max_horizontal("prev_ns", "last_rsp_ns").alias("since"))
-        .with_columns((pl.col("ns") - pl.col("since")).alias("waited_ns"))
+        slow.lazy()
+        .join(
+            before,
+            left_on=[*RING, "session", "id", "rsp_ns", "rsp_idx"],
+            right_on=[*RING, "session", "id", "ns", "idx"],
+            how="inner",
+            nulls_equal=True,
+        )
+        .with_columns(pl.max_horizontal("req_ns", "last_rsp_ns").alias("since"))
+        .with_columns((pl.col("rsp_ns") - pl.col("since")).alias("waited_ns"))
         .filter(pl.col("waited_ns") > options.stall_ns)
         .select(
             *RING,
             "session",
             "id",
-            "idx",
+            pl.col("rsp_idx").alias("idx"),
             pl.col("since").alias("ns"),
-            pl.col("ns").alias("ns_end"),
+            pl.col("rsp_ns").alias("ns_end"),
             "waited_ns",
             pl.lit(1, pl.UInt32).alias("pending"),
             pl.lit(False).alias("open"),
@@ -76,20 +114,24 @@ def stall(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     end = trace_end_ns(streams)
     parts = [ended]
     if end is not None:
-        last_rsp = (
-            tl.filter(pl.col("kind") == RSP)
-            .group_by(RING)
-            .agg(pl.col("ns").max().alias("last_rsp"))
-        )
-        still = (
-            streams.io.lazy()
-            .filter(pl.col("rsp_ns").is_null())
+        pending = (
+            io.filter(pl.col("rsp_ns").is_null())
             .group_by(RING)
             .agg(
                 pl.len().cast(pl.UInt32).alias("pending"),
                 pl.col("req_ns").min().alias("oldest"),
                 pl.col("session").last(),
             )
+            .collect()
+        )
+        last_rsp = (
+            rsp.lazy()
+            .join(pending.lazy(), on=RING, how="semi", nulls_equal=True)
+            .group_by(RING)
+            .agg(pl.col("ns").max().alias("last_rsp"))
+        )
+        still = (
+            pending.lazy()
             .join(last_rsp, on=RING, how="left", nulls_equal=True)
             .with_columns(pl.max_horizontal("oldest", "last_rsp").alias("ns"))
             .with_columns(

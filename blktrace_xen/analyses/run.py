@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from blktrace_xen import schema
-from blktrace_xen.analyses import confidence
+from blktrace_xen.analyses import confidence, timeline
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import RULES, severity_rank
 from blktrace_xen.errors import ModelUsageError
@@ -46,7 +46,11 @@ def run_rules(
     opts = options or AnalysisOptions()
     # Each rule is collected on its own: one failing query then names its rule,
     # and polars 2.1 panicked on the concatenation of all the lazy plans.
-    parts = [RULES[r].fn(streams, opts).lazy().collect() for r in selected]
+    try:
+        parts = [RULES[r].fn(streams, opts).lazy().collect() for r in selected]
+    finally:
+        # The frames the rules shared are not kept past the run.
+        timeline.clear()
     found = pl.concat(parts, how="vertical") if parts else schema.empty("findings")
     rank = severity_rank(min_severity)
     found = found.filter(pl.col("severity").to_physical() >= rank)

@@ -1,139 +1,139 @@
-"""Requests and responses merged into one time-ordered frame per trace.
+"""What the rule families share: the streams' one pairing, and per-ring views of the events.
 
-Several rule families need the same pass: pair each response with the event
-before it for the same (ring, id), and follow each ring's progress. It is
-computed once per :class:`Streams` and shared (the cache holds the last value
-only, keyed by identity, so memory stays bounded).
+Pairing belongs to :mod:`blktrace_xen.streams.pairing` (the ``io`` table and
+the ``pairing`` facts, with the protocol order on equal timestamps). The
+analyses read those and never pair again: :func:`paired` returns them, and
+calls :func:`~blktrace_xen.streams.pairing.pair` itself only for a
+:class:`Streams` built by hand without them.
 
-Window expressions over the time-ordered frame, never a multi-key sort
-(performance-notes §2.6: sorting 10 M rows by (ring, id) costs 4x the window).
+Derived frames are computed once per :class:`Streams` and held for the last
+one only (keyed by identity); :func:`clear` drops them and ``run_rules`` /
+``btt_table`` call it when done, so nothing outlives an analysis run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.analyses.emit import ring_key
 from blktrace_xen.streams import Streams
+from blktrace_xen.streams.pairing import effective_op, pair
 
 RING = list(schema.RING_KEY)
 REQ, RSP = 0, 1
-OP_INDIRECT = 6
 
-_cache: list[tuple[Streams, pl.DataFrame]] = []
+T = TypeVar("T")
 
-
-def effective_op() -> pl.Expr:
-    """The op a response must echo: ``indirect_op`` for an indirect request."""
-    return (
-        pl.when(pl.col("operation") == OP_INDIRECT)
-        .then(pl.col("indirect_op"))
-        .otherwise(pl.col("operation"))
-    )
+_owner: list[Streams] = []
+_cache: dict[str, Any] = {}
 
 
-def build(streams: Streams) -> pl.LazyFrame:
-    """The merged frame: one row per request (kind 0) and response (kind 1).
-
-    Columns: ring key, session, ns, kind, id, op, idx, status, full (the
-    request was decoded, not only inferred from its response), and per
-    (ring, id): ``prev_kind`` / ``prev_op`` / ``prev_ns`` / ``prev_full`` of
-    the previous event, ``before_first_req`` (a response preceding every request of its
-    id), ``excess`` (responses minus requests so far, less the responses
-    before the first request) and ``prev_max_excess`` (its running
-    maximum before this row); per ring: ``inflight`` (requests minus responses so
-    far, relative: the trace may start with requests already in flight) and
-    ``last_rsp_ns`` (the ring's previous response).
-    """
-    req = streams.requests.lazy().select(
-        *RING,
-        "session",
-        "ns",
-        pl.lit(REQ, pl.Int8).alias("kind"),
-        "id",
-        effective_op().alias("op"),
-        "idx",
-        pl.lit(None, pl.Int16).alias("status"),
-        (pl.col("seen") == "full").alias("full"),
-    )
-    rsp = streams.responses.lazy().select(
-        *RING,
-        "session",
-        "ns",
-        pl.lit(RSP, pl.Int8).alias("kind"),
-        "id",
-        pl.col("operation").alias("op"),
-        "idx",
-        "status",
-        pl.lit(True).alias("full"),
-    )
-    # One sort key: at equal ns a request (kind 0) comes before a response;
-    # ns * 2 stays within i64 for any ns before the year 2116. When both
-    # inputs are already in time order (the builders emit them so) a linear
-    # merge replaces the sort.
-    order = (pl.col("ns") * 2 + pl.col("kind").cast(pl.Int64)).alias("_order")
-    req, rsp = req.with_columns(order), rsp.with_columns(order)
-    if streams.requests["ns"].is_sorted() and streams.responses["ns"].is_sorted():
-        merged = req.merge_sorted(rsp, "_order")
-    else:
-        merged = pl.concat([req, rsp]).sort("_order", maintain_order=True, nulls_last=True)
-    # One packed u64 ring key hashes faster than three columns in every window below.
-    merged = merged.drop("_order").with_columns(ring_key().alias("ring_key"))
-    per_id = ["ring_key", "id"]
-    is_req = pl.col("kind") == REQ
-    is_rsp = pl.col("kind") == RSP
-    # Responses minus requests so far for this id. Responses before the id's
-    # first request answer requests issued before the trace began (a first
-    # snapshot shows old responses, several per id), so they are discounted.
-    # Counts rather than neighbours: a polled capture sees a request, its
-    # response, the id's next request and its response in one snapshot, all
-    # at one ns, requests first. Everything is one context so that polars
-    # computes the (ring, id) groups once.
-    signed = 2 * pl.col("kind").cast(pl.Int64) - 1
-    prev = pl.struct(
-        pl.col("kind").alias("prev_kind"),
-        pl.col("op").alias("prev_op"),
-        pl.col("ns").alias("prev_ns"),
-        pl.col("full").alias("prev_full"),
-    )
-    merged = merged.with_columns(
-        # One window shifts the four columns together.
-        prev.shift(1).over(per_id).alias("_prev"),
-        signed.cum_sum().over(per_id).alias("_sc"),
-        (is_rsp & (is_req.cum_sum() == 0)).over(per_id).alias("before_first_req"),
-        (1 - 2 * pl.col("kind").cast(pl.Int64)).cum_sum().over("ring_key").alias("inflight"),
-        pl.when(is_rsp)
-        .then(pl.col("ns"))
-        .shift(1)
-        .forward_fill()
-        .over("ring_key")
-        .alias("last_rsp_ns"),
-    )
-    offset = pl.col("before_first_req").cast(pl.Int64).sum()
-    return (
-        merged.with_columns(
-            (pl.col("_sc") - offset).over(per_id).alias("excess"),
-            (pl.col("_sc").cum_max().shift(1) - offset)
-            .over(per_id)
-            .fill_null(0)
-            .alias("prev_max_excess"),
-        )
-        .unnest("_prev")
-        .drop("_sc")
-    )
-
-
-def timeline(streams: Streams) -> pl.DataFrame:
-    """:func:`build`, collected once per ``streams``."""
-    for cached, frame in _cache:
-        if cached is streams:
-            return frame
-    frame = build(streams).collect()
-    _cache[:] = [(streams, frame)]
-    return frame
+def cached(streams: Streams, name: str, build: Callable[[], T]) -> T:
+    """``build()``, computed once per ``streams`` (the last one only)."""
+    if not _owner or _owner[0] is not streams:
+        clear()
+        _owner.append(streams)
+    if name not in _cache:
+        _cache[name] = build()
+    value: T = _cache[name]
+    return value
 
 
 def clear() -> None:
-    """Drop the cached timeline (run_rules calls this when done)."""
+    """Drop every derived frame (run_rules and btt_table call this when done)."""
+    _owner.clear()
     _cache.clear()
+
+
+def _in_time_order(frame: pl.DataFrame) -> pl.DataFrame:
+    # The builders emit time order; a frame built by hand may not be.
+    if frame.height and not frame["ns"].is_sorted():
+        return frame.sort("ns", maintain_order=True, nulls_last=True)
+    return frame
+
+
+def paired(streams: Streams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(io, pairing)`` of ``streams``: its own, or :func:`pair` when it has neither.
+
+    A Streams from ``assemble`` (every loader) always carries both, and an
+    empty ``pairing`` beside a non-empty ``io`` just means no anomaly.
+    """
+
+    def build() -> tuple[pl.DataFrame, pl.DataFrame]:
+        unpaired = streams.io.is_empty() and streams.pairing.is_empty()
+        if unpaired and (streams.requests.height or streams.responses.height):
+            return pair(
+                _in_time_order(streams.requests),
+                _in_time_order(streams.responses),
+                streams.control,
+            )
+        return streams.io, streams.pairing
+
+    return cached(streams, "paired", build)
+
+
+def requests(streams: Streams) -> pl.DataFrame:
+    """The requests in time order."""
+    return cached(streams, "requests", lambda: _in_time_order(streams.requests))
+
+
+def responses(streams: Streams) -> pl.DataFrame:
+    """The responses in time order."""
+    return cached(streams, "responses", lambda: _in_time_order(streams.responses))
+
+
+def timeline(streams: Streams) -> pl.LazyFrame:
+    """Requests (kind 0) and responses (kind 1) as one lazy frame, each kind in time order.
+
+    Columns: ring key, session, ns, kind, id, op (a request's effective op),
+    idx, status. Not merged, sorted or windowed: filter one kind (the
+    filter is pushed down, so the other kind is never copied). Pairing
+    questions go to :func:`paired`.
+    """
+    req = (
+        requests(streams)
+        .lazy()
+        .select(
+            *RING,
+            "session",
+            "ns",
+            pl.lit(REQ, pl.Int8).alias("kind"),
+            "id",
+            effective_op().alias("op"),
+            "idx",
+            pl.lit(None, pl.Int16).alias("status"),
+        )
+    )
+    rsp = (
+        responses(streams)
+        .lazy()
+        .select(
+            *RING,
+            "session",
+            "ns",
+            pl.lit(RSP, pl.Int8).alias("kind"),
+            "id",
+            pl.col("operation").alias("op"),
+            "idx",
+            "status",
+        )
+    )
+    return pl.concat([req, rsp])
+
+
+__all__ = [
+    "REQ",
+    "RSP",
+    "cached",
+    "clear",
+    "effective_op",
+    "paired",
+    "requests",
+    "responses",
+    "ring_key",
+    "timeline",
+]
