@@ -82,6 +82,37 @@ def handoffs(streams: Streams) -> pl.LazyFrame:
     return pl.concat([explicit, inferred])
 
 
+def earliest(streams: Streams, frame: pl.LazyFrame) -> pl.LazyFrame:
+    """``frame`` (requests or responses) with ``earliest_ns``: when the row can first have happened.
+
+    An event is exact; a capture dates a row by the snapshot that first showed
+    it, so it happened after the snapshot before (or at the row's own time when
+    there is none).
+    """
+    snaps = (
+        streams.snapshots.lazy().select(*RING, pl.col("ns").alias("_prev_snap")).sort("_prev_snap")
+    )
+    return (
+        frame.sort("ns")
+        .join_asof(
+            snaps,
+            left_on="ns",
+            right_on="_prev_snap",
+            by=RING,
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+        .with_columns(
+            pl.when((pl.col("source") == "ringcap") & pl.col("_prev_snap").is_not_null())
+            .then(pl.col("_prev_snap"))
+            .otherwise(pl.col("ns"))
+            .alias("earliest_ns")
+        )
+        .drop("_prev_snap")
+    )
+
+
 def _state() -> pl.Expr:
     """``down`` / ``up`` / null per control row of :func:`ring_control` (``open`` added).
 
@@ -656,4 +687,183 @@ def migration_handoff_io(streams: Streams, options: AnalysisOptions) -> pl.LazyF
         ),
         evidence=["handoff_ns", "late", "writes", "first_ns", "last_ns"],
         severity=pl.when(pl.col("writes") > 0).then(pl.lit("critical")).otherwise(pl.lit("medium")),
+    )
+
+
+def suspend_resume(streams: Streams) -> pl.LazyFrame:
+    """Per ring, each (``suspend_ns``, ``resume_ns``): the frontend went away and came back.
+
+    From ``suspend`` / ``resume`` events, or (a capture) the frontend's xenbus
+    state leaving Connected for Initialising and reaching Connected again.
+    """
+    kind = pl.col("kind")
+    front = (kind == "xenbus_state") & (pl.col("side") == "front")
+    label = (
+        pl.when((kind == "suspend") | (front & (pl.col("value") == 1)))
+        .then(pl.lit("s"))
+        .when((kind == "resume") | (front & (pl.col("value") == 4)))
+        .then(pl.lit("r"))
+        .otherwise(None)
+    )
+    marks = (
+        ring_control(streams)
+        .with_columns(label.alias("mark"))
+        .filter(pl.col("mark").is_not_null())
+        .select(*RING, "ns", "mark")
+        .with_columns(pl.col("mark").shift(1).over(RING).alias("prev_mark"))
+        .filter(pl.col("prev_mark").is_null() | (pl.col("mark") != pl.col("prev_mark")))
+        .with_columns(
+            pl.col("ns").shift(1).over(RING).alias("suspend_ns"),
+            pl.col("mark").shift(1).over(RING).alias("before"),
+        )
+    )
+    return marks.filter((pl.col("mark") == "r") & (pl.col("before") == "s")).select(
+        *RING, "suspend_ns", pl.col("ns").alias("resume_ns")
+    )
+
+
+def reissues(streams: Streams) -> pl.LazyFrame:
+    """Requests outstanding at a suspend, each with its first same-id request after the resume.
+
+    Outstanding: the last request of its id issued before the suspend, with no
+    response before it (the frontend re-issues everything it had not seen
+    answered). ``re_*`` columns are null when the id was not issued again.
+    """
+    cols = ["ns", "idx", "operation", "sector_number", "nr_sectors", "nr_segments", "seen"]
+    req = earliest(streams, streams.requests.lazy()).select(*RING, "id", "earliest_ns", *cols)
+    rsp = streams.responses.lazy().select(*RING, "id", pl.col("ns").alias("rsp_ns"))
+    pairs = suspend_resume(streams)
+    before = (
+        req.join(pairs, on=RING, how="inner")
+        .filter(pl.col("earliest_ns") < pl.col("suspend_ns"))
+        .sort("ns")
+        .group_by([*RING, "suspend_ns", "resume_ns", "id"])
+        .agg(pl.all().last())
+        .drop("earliest_ns")
+    )
+    answered = (
+        before.join(rsp, on=[*RING, "id"], how="inner")
+        .filter((pl.col("rsp_ns") > pl.col("ns")) & (pl.col("rsp_ns") < pl.col("suspend_ns")))
+        .select(*RING, "id", "ns")
+        .unique()
+    )
+    outstanding = before.join(answered, on=[*RING, "id", "ns"], how="anti")
+    after = (
+        req.drop("earliest_ns")
+        .join(pairs, on=RING, how="inner")
+        .filter(pl.col("ns") >= pl.col("resume_ns"))
+        .sort("ns")
+        .group_by([*RING, "resume_ns", "id"])
+        .agg(pl.all().first())
+        .select(*RING, "resume_ns", "id", *[pl.col(c).alias(f"re_{c}") for c in cols])
+    )
+    return outstanding.join(after, on=[*RING, "resume_ns", "id"], how="left")
+
+
+def _differs(col: str) -> pl.Expr:
+    return pl.col(col).ne_missing(pl.col(f"re_{col}"))
+
+
+@rule(
+    "reissue-mismatch",
+    family="lifecycle",
+    severity="high",
+    title="a request re-issued after resume differs from the original",
+    source="seed 003 (NetBSD xbd 2006 recovery ring: not every request field is copied into "
+    "the shadow); 'xen-blkfront: save uncompleted reqs in blkfront_resume()' (Bob Liu 2016)",
+    example="d1/51712/q0: request id 4 re-issued at 110.000 ms after the resume as op 1 sector "
+    "0+8 (1 segments), issued at 100.000 ms as op 1 sector 32768+8 (1 segments): the write "
+    "lands on other sectors",
+)
+def reissue_mismatch(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
+    """A request outstanding at suspend, re-issued after the resume with other contents.
+
+    ## What it means
+    After save/restore (or migration) the frontend replays, from its shadow
+    copy, every request it had not seen answered. The replay must be the same
+    request: same operation, sector, length and segments. A difference means
+    the shadow lost a field: a write lands on the wrong sectors (silent
+    corruption, `critical`) or a read returns other data (`high`).
+
+    ## The real bug
+    Seed 003 (Jed Davis, NetBSD xbd, 2006): the "recovery ring" shadowing each
+    outstanding request; as posted, not every request field is copied into the
+    shadow, so the re-issued request differs from the original. Linux: "xen-blkfront:
+    save uncompleted reqs in blkfront_resume()" (2016).
+
+    ## Reading the evidence
+    `orig_ns` / `orig_sector` / `orig_nr_sectors` / `orig_op` the request before
+    the suspend; the `re_*` fields its re-issue after `resume_ns` (matched by
+    id: the shadow ring keeps the id); `changed` the fields that differ.
+
+    ## Known false positives
+    A frontend that legitimately splits a request on resume (fewer segments
+    advertised by the new backend, `402b27f9`) re-issues other ids or other
+    lengths; those show here as `nr_sectors`/`nr_segments` changes.
+    """
+    rows = (
+        reissues(streams)
+        .filter(pl.col("re_ns").is_not_null() & (pl.col("seen") == "full"))
+        .filter(
+            _differs("operation")
+            | _differs("sector_number")
+            | _differs("nr_sectors")
+            | _differs("nr_segments")
+        )
+        .with_columns(
+            pl.concat_str(
+                [
+                    pl.when(_differs(c)).then(pl.lit(c))
+                    for c in ("operation", "sector_number", "nr_sectors", "nr_segments")
+                ],
+                separator=",",
+                ignore_nulls=True,
+            ).alias("changed"),
+            pl.col("ns").alias("orig_ns"),
+            pl.col("operation").alias("orig_op"),
+            pl.col("sector_number").alias("orig_sector"),
+            pl.col("nr_sectors").alias("orig_nr_sectors"),
+            pl.col("re_ns").alias("ns_at"),
+        )
+        .with_columns(pl.col("ns_at").alias("ns"), pl.col("re_idx").alias("idx"))
+    )
+    return emit(
+        rows,
+        "reissue-mismatch",
+        message=pl.format(
+            "{}: request id {} re-issued at {} ms after the resume as op {} sector {}+{} "
+            "({} segments), issued at {} ms as op {} sector {}+{} ({} segments): {}",
+            ring_label(),
+            "id",
+            ms("re_ns"),
+            "re_operation",
+            pl.col("re_sector_number").cast(pl.String).fill_null("?"),
+            pl.col("re_nr_sectors").cast(pl.String).fill_null("?"),
+            "re_nr_segments",
+            ms("orig_ns"),
+            "orig_op",
+            pl.col("orig_sector").cast(pl.String).fill_null("?"),
+            pl.col("orig_nr_sectors").cast(pl.String).fill_null("?"),
+            "nr_segments",
+            pl.when(pl.col("orig_op").is_in(_WRITE_OPS))
+            .then(pl.lit("the write lands on other sectors"))
+            .otherwise(pl.lit("the read returns other data")),
+        ),
+        evidence=[
+            "id",
+            "orig_ns",
+            "orig_op",
+            "orig_sector",
+            "orig_nr_sectors",
+            "re_ns",
+            "re_operation",
+            "re_sector_number",
+            "re_nr_sectors",
+            "suspend_ns",
+            "resume_ns",
+            "changed",
+        ],
+        severity=pl.when(pl.col("orig_op").is_in(_WRITE_OPS))
+        .then(pl.lit("critical"))
+        .otherwise(pl.lit("high")),
     )
