@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 from pathlib import Path
 
@@ -215,3 +216,25 @@ def test_xenalyze_time_formula() -> None:
     assert xenalyze_cpu_qhz(2596.125) == 2658
     ns = tsc_to_ns(np.array([10, 100, 100 + 2658], dtype=np.uint64), 100, 2596.125)
     assert ns.tolist() == [0, 0, 1024]
+
+
+def test_detect_format(tmp_path: Path) -> None:
+    from blktrace_xen.decode.detect import detect_format
+
+    dump = tmp_path / "t.bin"
+    write_xentrace(dump, [TraceRecord(0, 5, xt.TRC_SCHED_WAKE, (1, 2))])
+    assert detect_format(dump) == "xentrace"
+    pcap = tmp_path / "c.pcapng"
+    pcap.write_bytes(struct.pack("<I", 0x0A0D0D0A) + bytes(24))
+    assert detect_format(pcap) == "ringcap"
+    folder = tmp_path / "streams"
+    folder.mkdir()
+    (folder / "meta.json").write_text("{}")
+    assert detect_format(folder) == "streams"
+    for bad in (tmp_path / "missing", tmp_path / "empty", tmp_path / "junk", tmp_path):
+        if bad.name == "empty":
+            bad.write_bytes(b"")
+        elif bad.name == "junk":
+            bad.write_bytes(b"hello world, not a trace")
+        with pytest.raises(InputFileError, match=re.escape(str(bad))):
+            detect_format(bad)
