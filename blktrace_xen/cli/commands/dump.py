@@ -14,7 +14,7 @@ from blktrace_xen.cli.common import handle_errors, warn
 
 @app.command()
 def dump(
-    file: Annotated[Path, typer.Argument(help="xentrace dump to print.")],
+    file: Annotated[Path, typer.Argument(help="xentrace dump or pcapng ring capture to print.")],
     cpu_mhz: Annotated[
         float | None,
         typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
@@ -38,8 +38,11 @@ def dump(
         from blktrace_xen.errors import InputFileError
 
         fmt = detect_format(file)
+        if fmt == "ringcap":
+            _dump_ringcap(file, limit)
+            return
         if fmt != "xentrace":
-            raise InputFileError(file, f"dump does not read {fmt} input yet")
+            raise InputFileError(file, "dump reads xentrace dumps and pcapng ring captures")
         cat = load_catalog(catalog or [])
         run = IngestRun.start(file, cpu_mhz)
         for w in run.warnings:
@@ -64,3 +67,15 @@ def dump(
         out.flush()
         for w in run.warnings[told:]:
             warn(w)
+
+
+def _dump_ringcap(file: Path, limit: int | None) -> None:
+    from itertools import islice
+
+    from blktrace_xen.decode.ringcap import iter_ringcap_dump
+
+    lines = iter_ringcap_dump(file)
+    out = sys.stdout
+    for line in lines if limit is None else islice(lines, limit):
+        out.write(line + "\n")
+    out.flush()
