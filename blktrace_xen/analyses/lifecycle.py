@@ -225,7 +225,9 @@ def answered_across(streams: Streams) -> pl.LazyFrame:
     """
     req = streams.requests.lazy().select(*RING, "id", "ns", pl.lit(0, pl.Int8).alias("k"))
     rsp = streams.responses.lazy().select(*RING, "id", "ns", pl.lit(1, pl.Int8).alias("k"))
-    both = pl.concat([req, rsp]).sort("ns", "k", maintain_order=True)
+    # At one time (a capture's snapshot) the answer to the previous request of an
+    # id comes before the id's new request, as pairing orders them.
+    both = pl.concat([req, rsp]).sort("ns", "k", descending=[False, True], maintain_order=True)
     return (
         both.with_columns(pl.col("k").shift(-1).over([*RING, "id"]).alias("next_k"))
         .filter((pl.col("k") == 0) & (pl.col("next_k") == 1))
