@@ -9,7 +9,6 @@ import typer
 
 from blktrace_xen.cli.app import app
 from blktrace_xen.cli.common import handle_errors
-from blktrace_xen.encode.convert import convert_raw_pages
 
 
 @app.command()
@@ -30,6 +29,8 @@ def convert(
     traceback: Annotated[bool, typer.Option(help="Show the full traceback on errors")] = False,
 ) -> None:
     """Wrap raw blkif ring pages into a pcapng ring capture (one snapshot per page)."""
+    from blktrace_xen.encode.convert import convert_raw_pages
+
     with handle_errors(traceback):
         n = convert_raw_pages(
             pages,
