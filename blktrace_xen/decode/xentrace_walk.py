@@ -148,27 +148,36 @@ def walk_chain(
 
     Exact: equal to :func:`walk_sequential` for every input (a property test checks it).
     """
+    return np.flatnonzero(chain_mask(words, start, lane_words))
+
+
+def chain_mask(
+    words: npt.NDArray[np.uint32], start: int = 0, lane_words: int = LANE_WORDS
+) -> npt.NDArray[np.bool_]:
+    """True at the word index of every record header on the chain from ``start``.
+
+    Each step reads the header words it needs instead of precomputing a length
+    for every word: a whole-array pass costs more than the ~1 in 5 words that
+    are headers.
+    """
     n = len(words)
+    mark = np.zeros(n, dtype=np.bool_)
     if n - start <= 4 * lane_words:
-        return walk_sequential(words, start)
+        mark[walk_sequential(words, start)] = True
+        return mark
     lut = LEN_LUT
     starts = np.arange(start, n, lane_words, dtype=np.int64)
     k = len(starts)
     ends = np.minimum(starts + lane_words, n)
 
-    # Length of the record each word would start: one gather per step below.
-    rl = lut.astype(np.int32)[words >> 28]
-
-    # 1. Speculative walk of every lane from its own first word.
-    mark = np.zeros(n, dtype=np.bool_)
+    # 1. Speculative walk of every lane from its own first word, marking as it goes.
     spec_exit = np.empty(k, dtype=np.int64)
     lanes = np.arange(k, dtype=np.int64)
-    lane_end = ends.copy()
+    lane_end = ends
     cur = starts.copy()
-    spec_steps: list[npt.NDArray[np.int64]] = []
-    while lanes.size:
-        spec_steps.append(cur)
-        nxt = cur + rl[cur]
+    while cur.size:
+        mark[cur] = True
+        nxt = cur + lut[words[cur] >> 28]
         inside = nxt < lane_end
         if not inside.all():
             done = ~inside
@@ -177,8 +186,6 @@ def walk_chain(
             lane_end = lane_end[inside]
             nxt = nxt[inside]
         cur = nxt
-    spec = np.concatenate(spec_steps)
-    mark[spec] = True
 
     # 2. Exact walk of each lane from its entry until it meets the speculative
     #    path ("converges"); a lane that does not converge changes the entry of
@@ -197,11 +204,7 @@ def walk_chain(
     while todo.size:
         rounds += 1
         if rounds > _MAX_ROUNDS:
-            return _finish_sequential(
-                words=words, first_bad=todo[0], entry=entry, starts=starts, conv=conv,
-                exact_lane=exact_lane, exact_pos=exact_pos, exact_round=exact_round,
-                lane_round=lane_round, spec=spec, mark=mark,
-            )  # fmt: skip
+            break
         lane_round[todo] = rounds
         p = entry[todo]
         ln = todo
@@ -223,61 +226,28 @@ def walk_chain(
                 exact_lane.append(ln)
                 exact_pos.append(p)
                 exact_round.append(rounds)
-                p = p + rl[p]
+                p = p + lut[words[p] >> 28]
         wrong = np.flatnonzero(entry[1:] != exit_[:-1]) + 1
         entry[wrong] = exit_[wrong - 1]
         todo = wrong
-    return _assemble(
-        spec=spec, mark=mark, starts=starts, conv=conv, exact_lane=exact_lane,
-        exact_pos=exact_pos, exact_round=exact_round, lane_round=lane_round,
-        start=start, lane_words=lane_words,
-    )  # fmt: skip
 
-
-def _assemble(
-    *,
-    spec: npt.NDArray[np.int64],
-    mark: npt.NDArray[np.bool_],
-    starts: npt.NDArray[np.int64],
-    conv: npt.NDArray[np.int64],
-    exact_lane: list[npt.NDArray[np.int64]],
-    exact_pos: list[npt.NDArray[np.int64]],
-    exact_round: list[int],
-    lane_round: npt.NDArray[np.int64],
-    start: int,
-    lane_words: int,
-) -> npt.NDArray[np.int64]:
-    spec_lane = (spec - start) // lane_words
-    mark[spec[spec < conv[spec_lane]]] = False
+    # 3. Replace each lane's speculative prefix (before it converges) by its
+    #    exact one. The two are disjoint: an exact position on the speculative
+    #    path would have been its convergence point.
+    ln = np.flatnonzero(conv > starts)
+    p = starts[ln]
+    while ln.size:
+        before = p < conv[ln]
+        ln = ln[before]
+        p = p[before]
+        mark[p] = False
+        p = p + lut[words[p] >> 28]
     for ln, pos, rnd in zip(exact_lane, exact_pos, exact_round, strict=True):
-        current = lane_round[ln] == rnd
-        mark[pos[current]] = True
-    return np.flatnonzero(mark).astype(np.int64, copy=False)
-
-
-def _finish_sequential(
-    *,
-    words: npt.NDArray[np.uint32],
-    first_bad: np.int64,
-    entry: npt.NDArray[np.int64],
-    starts: npt.NDArray[np.int64],
-    conv: npt.NDArray[np.int64],
-    exact_lane: list[npt.NDArray[np.int64]],
-    exact_pos: list[npt.NDArray[np.int64]],
-    exact_round: list[int],
-    lane_round: npt.NDArray[np.int64],
-    spec: npt.NDArray[np.int64],
-    mark: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.int64]:
-    """Lanes before ``first_bad`` are exact; walk the rest one record at a time."""
-    lane_words = int(starts[1] - starts[0])
-    start = int(starts[0])
-    head = _assemble(
-        spec=spec, mark=mark, starts=starts, conv=conv, exact_lane=exact_lane,
-        exact_pos=exact_pos, exact_round=exact_round, lane_round=lane_round,
-        start=start, lane_words=lane_words,
-    )  # fmt: skip
-    cut = int(starts[first_bad])
-    head = head[head < cut]
-    tail = walk_sequential(words, int(entry[first_bad]))
-    return np.concatenate([head, tail])
+        mark[pos[lane_round[ln] == rnd]] = True
+    if todo.size:
+        # Data built so lanes never meet: lanes before the first unsettled one
+        # are exact; walk the rest one record at a time.
+        cut = int(starts[todo[0]])
+        mark[cut:] = False
+        mark[walk_sequential(words, int(entry[todo[0]]))] = True
+    return mark
