@@ -10,7 +10,6 @@ summarised in ``lost``.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blktrace_xen.decode.xentrace_block import decode_block
+from blktrace_xen.decode.xentrace_count import Counts, count_block
 from blktrace_xen.decode.xentrace_merge import Merger, tsc_to_ns, xenalyze_cpu_qhz
 from blktrace_xen.decode.xentrace_walk import Windows, scan_windows
 from blktrace_xen.errors import InputFileError, MalformedRecord
@@ -394,10 +394,7 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
     warnings: list[str] = []
     mhz, default = _cpu_mhz(cpu_mhz, warnings)
     run = IngestRun(str(path), mhz, default, warnings=warnings)
-    class_counts = np.zeros(4096, dtype=np.int64)
-    per_cpu: dict[int, int] = {}
-    first_tsc: int | None = None
-    lost: list[dict[str, int]] = []
+    counts = Counts()
     with _open_source(path) as src:
         run.size = len(src)
         win = scan_windows(src, path)
@@ -412,58 +409,30 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
         for a, b in _blocks(win, _INFO_BLOCK_BYTES):
             start = win.offset[a]
             end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
-            block = decode_block(
-                src.words(start, end), start, win.offset[a:b], win.cpu[a:b],
-                win.size[a:b], path=path, fields=False,
+            counts.truncated_at = None
+            count_block(
+                counts, src.words(start, end), start, win_offsets=win.offset[a:b],
+                win_cpus=win.cpu[a:b], win_sizes=win.size[a:b], path=path,
             )  # fmt: skip
-            if block.truncated_at is not None:
+            if counts.truncated_at is not None:
                 if not (win.short_offset is not None and b == n_win):
                     raise MalformedRecord(
                         "xentrace", "record runs past the end of its window",
-                        path=path, offset=block.truncated_at,
+                        path=path, offset=counts.truncated_at,
                     )  # fmt: skip
                 run.warnings.append(
-                    f"incomplete last record at offset {block.truncated_at:#x} ignored"
+                    f"incomplete last record at offset {counts.truncated_at:#x} ignored"
                 )
-            event = block.header & np.uint32(xt.TRC_EVENT_MASK)
-            keep = event != xt.TRC_TRACE_WRAP_BUFFER
-            run.wraps += int(len(event) - int(keep.sum()))
-            ev = event[keep]
-            run.records += len(ev)
-            class_counts += np.bincount((ev >> 16) & 0xFFF, minlength=4096)
-            cpus = block.cpu[keep]
-            for c, k in zip(*np.unique(cpus, return_counts=True), strict=True):
-                per_cpu[int(c)] = per_cpu.get(int(c), 0) + int(k)
-                run.cpus.add(int(c))
-            has = block.has_tsc
-            if has.any():
-                t = block.tsc[has]
-                lo = int(t.min())
-                first_tsc = lo if first_tsc is None else min(first_tsc, lo)
-                run.last_tsc = max(run.last_tsc, int(t.max()))
-            for off in block.file_offset[event == xt.TRC_LOST_RECORDS].tolist():
-                rec = struct.unpack("<7I", src[off : off + 28].ljust(28, b"\0"))
-                hdr = rec[0]
-                n = (hdr >> 28) & 7
-                if n != xt.LOST_RECORDS_WORDS or not hdr >> 31:
-                    continue
-                d = rec[3:7]
-                lost.append(
-                    {
-                        "offset": off,
-                        "count": d[0],
-                        "domid": d[1] & 0xFFFF,
-                        "vcpu": d[1] >> 16,
-                        "first_tsc": d[2] | d[3] << 32,
-                    }
-                )
-    run.first_tsc = first_tsc
+    run.records = counts.records
+    run.wraps = counts.wraps
+    run.cpus.update(counts.per_cpu)
+    run.first_tsc = counts.first_tsc
+    run.last_tsc = counts.last_tsc
     meta = run.meta()
     meta["per_class"] = {
-        xt.CLASS_NAMES.get(c, f"{c:#05x}"): int(class_counts[c])
-        for c in np.flatnonzero(class_counts).tolist()
+        xt.CLASS_NAMES.get(c, f"{c:#05x}"): k for c, k in counts.per_class().items()
     }
-    meta["per_cpu"] = {str(c): per_cpu[c] for c in sorted(per_cpu)}
-    meta["lost"] = lost
-    meta["lost_records"] = sum(x["count"] for x in lost)
+    meta["per_cpu"] = {str(c): counts.per_cpu[c] for c in sorted(counts.per_cpu)}
+    meta["lost"] = counts.lost
+    meta["lost_records"] = sum(x["count"] for x in counts.lost)
     return meta
