@@ -76,7 +76,7 @@ EXPECT: dict[str, Expect] = {
             "incomplete-at-disconnect": "response-after-unmap",
         },
     ),
-    "unbind-rebind-loop": _all("incomplete-at-disconnect", start=1 / 6),
+    "unbind-rebind-loop": _all("incomplete-at-disconnect", "ring-reattach-reset", start=1 / 6),
     "save-restore-during-io": _all(
         "reissue-mismatch", start=0.5, ids={"reissue-mismatch": "reissue-mismatch"}
     ),

@@ -12,6 +12,7 @@ from blktrace_xen.analyses import (  # noqa: F401  (importing a family registers
     ordering,
     pairing,
     progress,
+    rebind,
     requests,
     slots,
 )
