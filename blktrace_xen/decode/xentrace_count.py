@@ -110,12 +110,19 @@ def count_block(
 
     has = pos[hdr >= _HD_TSC]
     if has.size:
-        # u64 at every word offset: the TSC of a header at p is element p + 1.
-        pairs = np.ndarray((n - 1,), dtype="<u8", buffer=words, strides=(4,))
-        tsc = pairs[has + 1]
-        lo = int(tsc.min())
-        counts.first_tsc = lo if counts.first_tsc is None else min(counts.first_tsc, lo)
-        counts.last_tsc = max(counts.last_tsc, int(tsc.max()))
+        # Extremes of hi << 32 | lo from the high words first: two u32 gathers of
+        # a few rows instead of building a u64 for every record.
+        hi = words[2:][has]
+        for pick, keep in ((np.min, "first"), (np.max, "last")):
+            top = int(pick(hi))
+            lo = int(pick(words[1:][has[hi == top]]))
+            value = top << 32 | lo
+            if keep == "first":
+                counts.first_tsc = (
+                    value if counts.first_tsc is None else min(counts.first_tsc, value)
+                )
+            else:
+                counts.last_tsc = max(counts.last_tsc, value)
 
     lost_hdr = xt.TRC_LOST_RECORDS | (xt.LOST_RECORDS_WORDS << xt.TRC_HD_EXTRA_SHIFT) | 1 << 31
     for p in gen[hdr[gen] == lost_hdr].tolist():
