@@ -7,6 +7,7 @@ import polars as pl
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.timeline import cached, requests, responses
 from blktrace_xen.streams import Streams
 
 # Control kinds after which a ring can no longer carry responses (down) or
@@ -30,10 +31,14 @@ _WRITE_OPS = (1, 2, 3, 5)  # WRITE, WRITE_BARRIER, FLUSH_DISKCACHE, DISCARD
 
 
 def known_rings(streams: Streams) -> pl.LazyFrame:
-    """Every ring key any table mentions."""
-    frames = (streams.requests, streams.responses, streams.rings, streams.snapshots)
-    parts = [f.lazy().select(RING).unique() for f in frames]
-    return pl.concat(parts).unique()
+    """Every ring key any table mentions (computed once per ``streams``: it scans every event)."""
+
+    def build() -> pl.DataFrame:
+        frames = (streams.requests, streams.responses, streams.rings, streams.snapshots)
+        parts = [f.lazy().select(RING).unique() for f in frames]
+        return pl.concat(parts).unique().collect()
+
+    return cached(streams, "known_rings", build).lazy()
 
 
 def ring_control(streams: Streams) -> pl.LazyFrame:
@@ -165,74 +170,131 @@ def unanswered(streams: Streams) -> pl.LazyFrame:
     """``io`` rows never answered, with ``why`` (io.outcome, else inferred from control).
 
     A request re-issued later on the same ring (same op, sector and length, as
-    a frontend does after resume) is marked ``reissued``.
+    a frontend does after resume) is marked ``reissued``, and so is one whose
+    id is next seen in a response of another session (:func:`answered_across`).
+    Rows are in issue order. Three rules read it, so it is computed once per
+    ``streams``, and only from the pending requests: the rest of the trace is
+    looked up, never re-paired.
     """
-    pending = streams.io.lazy().filter(pl.col("rsp_ns").is_null()).sort("req_ns")
+    return cached(streams, "unanswered", lambda: _unanswered(streams)).lazy()
+
+
+def _unanswered(streams: Streams) -> pl.DataFrame:
+    pending = streams.io.filter(pl.col("rsp_ns").is_null()).sort("req_ns", maintain_order=True)
     ends = (
         ring_control(streams)
         .filter(pl.col("kind").is_in(list(_ENDS)))
         .select(*RING, pl.col("ns").alias("end_ns"), pl.col("kind").alias("end_kind"))
     )
-    inferred = pending.join_asof(
-        ends,
-        left_on="req_ns",
-        right_on="end_ns",
-        by=RING,
-        strategy="forward",
-        check_sortedness=False,
-    ).with_columns(
-        # io.outcome wins when it names a cause; "trace_end" may just mean the
-        # builder did not look at control events.
-        pl.when(
-            pl.col("outcome").is_not_null() & ~pl.col("outcome").is_in(["completed", "trace_end"])
+    inferred = (
+        pending.lazy()
+        .join_asof(
+            ends,
+            left_on="req_ns",
+            right_on="end_ns",
+            by=RING,
+            strategy="forward",
+            check_sortedness=False,
         )
-        .then(pl.col("outcome"))
-        .otherwise(pl.col("end_kind").replace_strict(_ENDS, default="trace_end"))
-        .alias("why")
+        .with_columns(
+            # io.outcome wins when it names a cause; "trace_end" may just mean the
+            # builder did not look at control events.
+            pl.when(
+                pl.col("outcome").is_not_null()
+                & ~pl.col("outcome").is_in(["completed", "trace_end"])
+            )
+            .then(pl.col("outcome"))
+            .otherwise(pl.col("end_kind").replace_strict(_ENDS, default="trace_end"))
+            .alias("why")
+        )
+        .collect()
     )
-    later = streams.requests.lazy().select(
-        *RING,
-        pl.col("ns").alias("re_ns"),
-        pl.col("operation").alias("re_op"),
-        "sector_number",
-        "nr_sectors",
+    if inferred.is_empty():
+        return inferred.with_columns(pl.lit(False).alias("reissued"))
+    later = (
+        requests(streams)
+        .lazy()
+        .select(
+            *RING,
+            pl.col("ns").alias("re_ns"),
+            pl.col("operation").alias("re_op"),
+            "sector_number",
+            "nr_sectors",
+        )
     )
     reissued = (
-        inferred.filter(pl.col("sector_number").is_not_null())
+        inferred.lazy()
+        .filter(pl.col("sector_number").is_not_null())
         .join(later, on=[*RING, "sector_number", "nr_sectors"], how="inner")
         .filter((pl.col("re_ns") > pl.col("req_ns")) & (pl.col("re_op") == pl.col("operation")))
         .select(*RING, "id", "req_ns")
         .unique()
         .with_columns(pl.lit(True).alias("reissued"))
     )
+    keys = [*RING, "id", "req_ns"]
     return (
-        inferred.join(reissued, on=[*RING, "id", "req_ns"], how="left", nulls_equal=True)
-        .join(answered_across(streams), on=[*RING, "id", "req_ns"], how="left")
+        inferred.lazy()
+        .join(reissued, on=keys, how="left", nulls_equal=True, maintain_order="left")
+        .join(answered_across(streams, inferred), on=keys, how="left", maintain_order="left")
         .with_columns(
             pl.col("reissued").fill_null(False) | pl.col("answered_later").fill_null(False)
         )
         .drop("answered_later")
+        .collect()
     )
 
 
-def answered_across(streams: Streams) -> pl.LazyFrame:
-    """Requests whose id is next seen in a response, whatever the session.
+def answered_across(streams: Streams, pending: pl.DataFrame) -> pl.LazyFrame:
+    """The ``pending`` requests whose id is next seen in a response, whatever the session.
 
     Pairing is per session, but a backend re-attached to a live ring
     (BACK_RING_ATTACH after a rebind, seed 002's fix) answers in the new
     session what the frontend published in the old one: those requests were
     not lost. Columns: ring key, ``id``, ``req_ns``, ``answered_later``.
+
+    For each pending request (``pending``: ring key, ``id``, ``req_ns``; one
+    of ``streams.requests``) the ring's next request and next response of
+    that id, strictly later, come from two forward as-of joins. At one time
+    (a capture's snapshot) the answer to the previous request of an id comes
+    before the id's new request, as pairing orders them, so a response at the
+    same time as the next request answers.
     """
-    req = streams.requests.lazy().select(*RING, "id", "ns", pl.lit(0, pl.Int8).alias("k"))
-    rsp = streams.responses.lazy().select(*RING, "id", "ns", pl.lit(1, pl.Int8).alias("k"))
-    # At one time (a capture's snapshot) the answer to the previous request of an
-    # id comes before the id's new request, as pairing orders them.
-    both = pl.concat([req, rsp]).sort("ns", "k", descending=[False, True], maintain_order=True)
+    keys = [*RING, "id"]
+    asked = pending.lazy().select(*keys, "req_ns").drop_nulls().unique()
+    ids = asked.select(keys).unique()
+
+    def of_pending_ids(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        # Only the pending requests' (ring, id): a filter keeps time order for the as-of join.
+        return (
+            frame.lazy()
+            .select(*keys, pl.col("ns").alias(name))
+            .drop_nulls()
+            .join(ids, on=keys, how="semi", maintain_order="left")
+            .collect()
+        )
+
+    reqs = of_pending_ids(requests(streams), "_next_req")
+    rsps = of_pending_ids(responses(streams), "_next_rsp")
+    # A pending row counts only if it is one of the requests (io may hold others).
+    issued = asked.join(
+        reqs.lazy().rename({"_next_req": "req_ns"}), on=[*keys, "req_ns"], how="semi"
+    ).sort("req_ns")
+    found = issued.collect()
+    for frame, name in ((reqs, "_next_req"), (rsps, "_next_rsp")):
+        found = found.join_asof(
+            frame,
+            left_on="req_ns",
+            right_on=name,
+            by=keys,
+            strategy="forward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+    answered = pl.col("_next_rsp").is_not_null() & (
+        pl.col("_next_req").is_null() | (pl.col("_next_rsp") <= pl.col("_next_req"))
+    )
     return (
-        both.with_columns(pl.col("k").shift(-1).over([*RING, "id"]).alias("next_k"))
-        .filter((pl.col("k") == 0) & (pl.col("next_k") == 1))
-        .select(*RING, "id", pl.col("ns").alias("req_ns"), pl.lit(True).alias("answered_later"))
-        .unique([*RING, "id", "req_ns"])
+        found.lazy().filter(answered).select(*keys, "req_ns", pl.lit(True).alias("answered_later"))
     )
 
 
