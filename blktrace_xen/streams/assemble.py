@@ -45,6 +45,7 @@ def assemble(
     starts = sessions.session_starts(control, rings)
     requests = sessions.assign_sessions(requests, starts)
     responses = sessions.assign_sessions(responses, starts)
+    responses = sessions.drain_older_instance(responses, control, starts)
     io, facts = pair(requests, responses, control)
     return Streams(
         requests=requests,

@@ -12,6 +12,10 @@ that waits for in-flight I/O (the refcounted disconnect fix) still answers
 after a disconnect request, and those responses must pair with their requests.
 They are the *reasons* a request of the session may never be answered
 (:func:`end_reasons`).
+
+Two backend instances can share one ring key (a dump holding a migration's
+source and target): the older instance's answers after the newer one's map
+belong to the older session (:func:`drain_older_instance`).
 """
 
 from __future__ import annotations
@@ -175,6 +179,124 @@ def assign_sessions(frame: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _instance_overlaps(control: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
+    """When a ring's older backend instance may still answer inside a later session.
+
+    A backend ``ring_map`` while the ring is still mapped is a second instance
+    on one ring key (a migration's target in a dump holding both hosts): the
+    older instance keeps answering until its ``ring_unmap``. A map at the very
+    instant of the older instance's unmap (the target started when the source
+    let go) gives a window of that instant, since records at one ns are
+    numbered into the session starting then. Columns: ring key, ``begin_ns``,
+    ``until_ns``, ``old_session`` (the session in effect before the map) and
+    ``nr_ents`` (from the map's ring page order; 32 entries per page).
+    """
+    kind = _kind_str()
+    rows = (
+        control.with_row_index("_seq")
+        .filter(
+            kind.is_in(["ring_map", "ring_unmap"])
+            & (pl.col("side").cast(pl.String) == "back")
+            & pl.col("vdev").is_not_null()
+            & pl.col("queue").is_not_null()
+        )
+        .sort("ns", "_seq")
+        .select(
+            *RING,
+            "ns",
+            (kind == "ring_map").alias("is_map"),
+            pl.col("detail").str.extract(r"ring_page_order=(\d+)").cast(pl.Int64).alias("_order"),
+        )
+    )
+    if rows.height == 0 or starts.height == 0:
+        return pl.DataFrame()
+    delta = pl.when(pl.col("is_map")).then(1).otherwise(-1)
+    unmap_ns = pl.when(~pl.col("is_map")).then(pl.col("ns"))
+    windows = (
+        rows.with_columns(
+            delta.cum_sum().shift(1).over(RING).fill_null(0).alias("_open"),
+            unmap_ns.forward_fill().shift(1).over(RING).alias("_last_unmap"),
+            unmap_ns.backward_fill().shift(-1).over(RING).alias("_next_unmap"),
+        )
+        .filter(pl.col("is_map"))
+        .with_columns(
+            pl.when(pl.col("_open") >= 1)
+            .then(pl.col("_next_unmap"))
+            .when(pl.col("_last_unmap") == pl.col("ns"))
+            .then(pl.col("ns"))
+            .alias("until_ns"),
+            (32 * 2 ** pl.col("_order").fill_null(0)).alias("nr_ents"),
+        )
+        .filter(pl.col("until_ns").is_not_null())
+        .select(*RING, pl.col("ns").alias("begin_ns"), "until_ns", "nr_ents")
+        .sort("begin_ns")
+    )
+    before = starts.select(*RING, "start_ns", "session").sort("start_ns")
+    return (
+        windows.join_asof(
+            before,
+            left_on="begin_ns",
+            right_on="start_ns",
+            by=RING,
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+        .with_columns(pl.col("session").fill_null(0).cast(pl.UInt32).alias("old_session"))
+        .drop("start_ns", "session")
+    )
+
+
+def drain_older_instance(
+    responses: pl.DataFrame, control: pl.DataFrame, starts: pl.DataFrame
+) -> pl.DataFrame:
+    """``responses`` (sessions assigned) with the older backend instance's late answers moved
+    back into its session.
+
+    Inside a window of :func:`_instance_overlaps`, a response numbered into a
+    later session whose ring index continues the older session's responses
+    (one to ``nr_ents`` past its last response before the window) is that
+    instance's answer to its own request: the later instance's ring starts its
+    own indices. Row order is kept.
+    """
+    if responses.height == 0:
+        return responses
+    windows = _instance_overlaps(control, starts)
+    if windows.height == 0:
+        return responses
+    tagged = responses.with_row_index("_row")
+    last = (
+        tagged.join(windows, on=RING, how="inner")
+        .filter(
+            (pl.col("ns") < pl.col("begin_ns"))
+            & (pl.col("session") == pl.col("old_session"))
+            & pl.col("idx").is_not_null()
+        )
+        .sort("ns", "_row")
+        .group_by([*RING, "begin_ns"])
+        .agg(pl.col("idx").last().cast(pl.Int64).alias("_last_idx"))
+    )
+    ahead = (pl.col("idx").cast(pl.Int64) - pl.col("_last_idx")) & 0xFFFFFFFF
+    moved = (
+        tagged.join(windows.join(last, on=[*RING, "begin_ns"]), on=RING, how="inner")
+        .filter(
+            pl.col("ns").is_between(pl.col("begin_ns"), pl.col("until_ns"))
+            & (pl.col("session") > pl.col("old_session"))
+            & ahead.is_between(1, pl.col("nr_ents"))
+        )
+        .group_by("_row")
+        .agg(pl.col("old_session").min())
+    )
+    if moved.height == 0:
+        return responses
+    return (
+        tagged.join(moved, on="_row", how="left")
+        .sort("_row")
+        .with_columns(pl.coalesce("old_session", "session").cast(pl.UInt32).alias("session"))
+        .select(responses.columns)
+    )
+
+
 def end_reasons(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
     """Every control row that can explain an unanswered request: ring key, ``ns``, ``reason``."""
     rows = per_ring(control, rings).with_columns(_end_reason().alias("reason"))
@@ -269,6 +391,7 @@ __all__ = [
     "END_REASONS",
     "START_KINDS",
     "assign_sessions",
+    "drain_older_instance",
     "end_reasons",
     "index_discontinuities",
     "per_ring",
