@@ -1,8 +1,9 @@
 """Regenerate docs/img/report.png: ``python docs/img/make_report_png.py``.
 
-Builds the demo report from the report's sample streams, analysed by the real
-rule catalogue and btt table, opens it in headless Chromium and saves the top
-of the page.
+Runs ``blktrace-xen demo`` (a synthesized seed-000 incident, analysed and
+replayed for real), opens its HTML report in headless Chromium and saves the
+top of the page, so the picture in the docs is what a user's first command
+produces.
 """
 
 from __future__ import annotations
@@ -11,44 +12,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from blktrace_xen.analyses import btt_table, run_rules
-from blktrace_xen.report import assemble, write_html
+from blktrace_xen.cli.commands.demo import run_demo
 from blktrace_xen.report.browser import render_check
-from blktrace_xen.report.sample import sample_streams
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    streams, _ = sample_streams(20_000, n_rings=3, seed=0)
-    verdicts = [
-        {
-            "logic": "blkback-no-wait",
-            "verdict": "fails",
-            "violations": [
-                {
-                    "invariant": "response_after_unmap",
-                    "t_ns": int(streams.io["rsp_ns"].max() or 0),
-                    "domid": 1,
-                    "vdev": 51712,
-                    "queue": 0,
-                    "id": 2,
-                    "message": "demo: a response written after the ring was unmapped",
-                }
-            ],
-            "caveats": ["demo verdicts: written by this script, not by replay"],
-        },
-        {"logic": "blkback-wait-io", "verdict": "passes", "violations": [], "caveats": []},
-    ]
-    data = assemble(
-        streams,
-        run_rules(streams),
-        btt=btt_table(streams),
-        verdicts=verdicts,
-        title="blktrace-xen incident report (demo)",
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        page = write_html(data, Path(tmp) / "demo.html")
+        result = run_demo(Path(tmp) / "demo")
+        page = Path(result["files"]["report_html"])
         seen = render_check(page, screenshot_height=2200)
     if seen.console_errors or seen.screenshot is None:
         print(f"report did not render cleanly: {seen.console_errors}", file=sys.stderr)
@@ -59,4 +32,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
