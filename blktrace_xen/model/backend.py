@@ -484,7 +484,15 @@ class Backend:
                 seq=req.seq,
             )
         disk = sys.disk
-        if disk is not None:
+        deferred = sys.deferred
+        if deferred is not None:
+            deferred.log_apply(
+                (t_ns, sys.key, req.id, self.instance, len(sys.violations)),
+                req.seq,
+                req.sector_number,
+                req.nr_sectors,
+            )
+        elif disk is not None:
             for p in disk.apply_write(req.seq, req.sector_number, req.nr_sectors):
                 self.violate(t_ns, p.invariant, req.id, None, p.message, seq=p.seq, **p.evidence)
         if sys.actions is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
+from blktrace_xen.model.disk_deferred import C_AK, C_FL
 from blktrace_xen.model.events import (
     FrontMutateSlot,
     FrontSubmit,
@@ -145,7 +146,11 @@ class Frontend:
         disk = sys.disk
         if disk is not None:
             kind = IO_WRITE if op == 1 else IO_READ if op == 0 else io_kind(op, req.indirect_op, nr)
-            if kind == IO_WRITE:
+            log = sys.disk_log
+            if log is not None:
+                if kind:  # C_IR / C_IW are IO_READ / IO_WRITE
+                    log += (kind, seq, sector, nr, 0)
+            elif kind == IO_WRITE:
                 disk.issue_write(seq, sector, nr)
             elif kind == IO_READ:
                 disk.issue_read(seq, sector, nr)
@@ -228,6 +233,7 @@ class Frontend:
         outstanding = self.outstanding
         answered = self.answered
         disk = sys.disk
+        deferred = sys.deferred
         retire = logic.retire
         slot_rsp = ring.slot_rsp
         mask = ring.mask
@@ -288,7 +294,24 @@ class Frontend:
                     if op == 0
                     else io_kind(op, req.indirect_op, req.nr_sectors)
                 )
-                if kind == IO_WRITE:
+                if deferred is not None:
+                    if kind == IO_WRITE:
+                        deferred.log += (
+                            C_AK if status == BLKIF_RSP_OKAY else C_FL,
+                            req.seq,
+                            0,
+                            0,
+                            0,
+                        )
+                    elif kind == IO_READ and status == BLKIF_RSP_OKAY:
+                        deferred.log_verify(
+                            (t_ns, sys.key, rid, idx, len(sys.violations)),
+                            req.seq,
+                            req.sector_number,
+                            req.nr_sectors,
+                            data,
+                        )
+                elif kind == IO_WRITE:
                     if status == BLKIF_RSP_OKAY:
                         disk.ack_write(req.seq)
                     else:

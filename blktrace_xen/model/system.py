@@ -15,6 +15,7 @@ from typing import Any
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.model.backend import Backend
 from blktrace_xen.model.disk import DiskOracle, DiskReport
+from blktrace_xen.model.disk_deferred import DeferredDiskOracle
 from blktrace_xen.model.events import (
     BackComplete,
     BackConsume,
@@ -71,6 +72,10 @@ class RingSystem:
         self.nr_ents = nr_ents
         self.ring = SharedRing(nr_ents, start_idx)
         self.disk = disk
+        # Deferred oracle: the hot paths append to its log themselves (a method call per
+        # input would cost as much as the logging).
+        self.deferred = disk if isinstance(disk, DeferredDiskOracle) else None
+        self.disk_log: list[int] | None = self.deferred.log if self.deferred is not None else None
         self.actions = actions
         self.violations = violations
         self.seq = seq  # shared submission counter: [next seq]
@@ -309,12 +314,20 @@ class RunResult:
         return {v.invariant for v in self.violations}
 
 
+DISK_MODES = ("step", "deferred")
+
+
 class Model:
     """Every ring of a run. Feed events one by one (:meth:`feed`), then :meth:`finish`.
 
     Actions and violations accumulate in :attr:`actions` / :attr:`violations`; a caller
     driving the model step by step (the synthesizer) reads what a step added from the
     length before the step. All rings share one disk oracle (pass one model per disk).
+
+    ``disk_mode="deferred"`` judges the disk oracle's inputs in bulk at :meth:`finish`
+    (:mod:`blktrace_xen.model.disk_deferred`): the same violations, in the same places of
+    :attr:`violations`, but the disk ones appear only at ``finish()``. Replay uses it; a
+    step-by-step caller keeps the default ``"step"``.
     """
 
     def __init__(
@@ -327,12 +340,19 @@ class Model:
         disk: DiskOracle | None = None,
         verify_data: bool = True,
         record_actions: bool = True,
+        disk_mode: str = "step",
     ) -> None:
         self.backend_logic = resolve_backend(backend)
         self.frontend_factory = resolve_frontend_factory(frontend)
         self.nr_ents = nr_ents
         self.start_idx = start_idx
-        self.disk = disk if disk is not None else (DiskOracle() if verify_data else None)
+        if disk_mode not in DISK_MODES:
+            raise ModelUsageError(
+                f"disk_mode must be one of {', '.join(DISK_MODES)}: {disk_mode!r}"
+            )
+        if disk is None and verify_data:
+            disk = DeferredDiskOracle() if disk_mode == "deferred" else DiskOracle()
+        self.disk = disk
         self.actions: list[Any] | None = [] if record_actions else None
         self.violations: list[Violation] = []
         self.rings: dict[RingKey, RingSystem] = {}
@@ -372,7 +392,10 @@ class Model:
     def finish(self) -> RunResult:
         report = None
         if self.disk is not None:
-            problems = self.disk.final_check()
+            if isinstance(self.disk, DeferredDiskOracle):
+                problems = self.disk.finish(self.violations)
+            else:
+                problems = self.disk.final_check()
             key = next(iter(self.rings), None)
             for p in problems:
                 self.violations.append(
@@ -409,6 +432,7 @@ def run(
     disk: DiskOracle | None = None,
     verify_data: bool = True,
     record_actions: bool = True,
+    disk_mode: str = "step",
 ) -> RunResult:
     """Feed ``events`` (time-ordered) to a fresh :class:`Model` and return the result.
 
@@ -416,6 +440,7 @@ def run(
     ``path.py:ClassName``, or a logic object. ``start_idx``: the ring's indices at the
     start (a trace that begins mid-life). ``verify_data=False`` skips the disk oracle and
     ``record_actions=False`` the actions, for speed (replay verdicts need only violations).
+    ``disk_mode="deferred"``: judge the disk oracle in bulk at the end (see :class:`Model`).
     """
     model = Model(
         backend=backend,
@@ -425,6 +450,7 @@ def run(
         disk=disk,
         verify_data=verify_data,
         record_actions=record_actions,
+        disk_mode=disk_mode,
     )
     # Model.feed, inlined: the per-event call is a tenth of a replay's time.
     last_key: RingKey | None = None

@@ -76,7 +76,14 @@ def run_logic(
     completed 1 ns after the last traced event, in issue order (see
     :func:`_complete_at_end`).
     """
-    model = Model(backend=backend, frontend=frontend, verify_data=verify_data, record_actions=False)
+    # Verdicts are read at the end, so the disk oracle may judge in bulk (same violations).
+    model = Model(
+        backend=backend,
+        frontend=frontend,
+        verify_data=verify_data,
+        record_actions=False,
+        disk_mode="deferred",
+    )
     # Each ring starts at the geometry and index the trace shows for it.
     for key, (nr_ents, start) in inp.ring_params.items():
         model.nr_ents = nr_ents
