@@ -37,11 +37,14 @@ from blktrace_xen.decode.ring_dtypes import blkif_dtypes
 from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, BlkifOp
 
 if TYPE_CHECKING:
-    from blktrace_xen.decode.ringcap import RingCapture
+    from collections.abc import Iterable
+
+    from blktrace_xen.decode.ringcap import RingCapture, RingCaptureChunk
 
 RingKey = tuple[int, int, int]
 _MASK = np.uint64(0xFFFFFFFF)
 _HALF = 1 << 31
+_MAX_UNKNOWN_OP_WARNINGS = 20
 
 ANOMALIES_SCHEMA = pl.Schema(
     {
@@ -118,11 +121,14 @@ def _nullable_tsc(r: _RingInput, rows: np.ndarray[Any, Any]) -> pl.Series:
 
 
 def _producer_deltas(
-    prod: np.ndarray[Any, Any],
+    prod: np.ndarray[Any, Any], before: int | None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Per snapshot: the previous producer value, the advance, and whether it went back."""
+    """Per snapshot: the previous producer value, the advance, and whether it went back.
+
+    ``before`` is the value in the snapshot preceding ``prod[0]`` (None: none).
+    """
     prev = np.empty_like(prod)
-    prev[0] = prod[0]
+    prev[0] = prod[0] if before is None else before
     prev[1:] = prod[:-1]
     delta = (prod.astype(np.int64) - prev.astype(np.int64)) & 0xFFFFFFFF
     back = delta >= _HALF
@@ -130,27 +136,65 @@ def _producer_deltas(
     return prev, delta, back
 
 
-def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
+@dataclass(slots=True)
+class _Carry:
+    """What the next chunk of a ring needs from the snapshots before it."""
+
+    hdr: np.ndarray[Any, Any]  # (4,) u32 header of the last snapshot
+    slots: np.ndarray[Any, Any]  # (nr_ents, entry_size) copy of its slots
+    ns: int
+    snaps: int  # snapshots of the ring already derived
+    unknown_warned: int
+
+
+@dataclass(slots=True)
+class _Part:
+    """One chunk of one ring, derived; via-response ids are assigned when the ring ends."""
+
+    requests: pl.DataFrame
+    responses: pl.DataFrame
+    gaps_req: list[dict[str, Any]]
+    gaps_rsp: list[dict[str, Any]]
+    mutations: pl.DataFrame
+    anomalies: tuple[list[dict[str, Any]], ...]  # backwards req, backwards rsp, implausible, ahead
+    # inputs of the via-response assignment, snapshot numbers global to the ring
+    q_snap: np.ndarray[Any, Any]
+    answered: np.ndarray[Any, Any]
+    req_id: np.ndarray[Any, Any]
+    s_snap: np.ndarray[Any, Any]
+    rsp_id: np.ndarray[Any, Any]
+    rsp_op: np.ndarray[Any, Any]
+
+
+def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tuple[_Part, _Carry]:
+    """Derive consecutive snapshots of one ring, continuing from ``carry`` (None: the first)."""
     n = r.nr_ents
     dts = blkif_dtypes(r.abi)
     hdr = decode_headers(r.pages)
     rp, sp = hdr[:, 0].astype(np.int64), hdr[:, 2].astype(np.int64)
     slots = slot_view(r.pages, r.abi, n)
     key_cols = {"domid": r.key[0], "vdev": r.key[1], "queue": r.key[2]}
-    nsnap = len(hdr)
-    prev_ns = np.concatenate([r.ns[:1], r.ns[:-1]])
+    base = 0 if carry is None else carry.snaps
+    prev_ns = np.concatenate([r.ns[:1] if carry is None else [carry.ns], r.ns[:-1]]).astype(
+        np.int64
+    )
 
-    anomalies: list[dict[str, Any]] = []
-    gaps: list[dict[str, Any]] = []
+    anomalies: tuple[list[dict[str, Any]], ...] = ([], [], [], [])
+    gaps_req: list[dict[str, Any]] = []
+    gaps_rsp: list[dict[str, Any]] = []
 
-    rp_prev, d_req, back_req = _producer_deltas(hdr[:, 0])
-    sp_prev, d_rsp, back_rsp = _producer_deltas(hdr[:, 2])
-    for producer, back, old, new in (
-        ("req", back_req, rp_prev, hdr[:, 0]),
-        ("rsp", back_rsp, sp_prev, hdr[:, 2]),
+    rp_prev, d_req, back_req = _producer_deltas(
+        hdr[:, 0], None if carry is None else int(carry.hdr[0])
+    )
+    sp_prev, d_rsp, back_rsp = _producer_deltas(
+        hdr[:, 2], None if carry is None else int(carry.hdr[2])
+    )
+    for rows, producer, back, old, new in (
+        (anomalies[0], "req", back_req, rp_prev, hdr[:, 0]),
+        (anomalies[1], "rsp", back_rsp, sp_prev, hdr[:, 2]),
     ):
         for i in np.flatnonzero(back):
-            anomalies.append(
+            rows.append(
                 {
                     **key_cols,
                     "ns": int(r.ns[i]),
@@ -163,7 +207,7 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
             )
     outstanding = (rp - sp) & 0xFFFFFFFF
     for i in np.flatnonzero((outstanding > n) & (outstanding < _HALF)):
-        anomalies.append(
+        anomalies[2].append(
             {
                 **key_cols,
                 "ns": int(r.ns[i]),
@@ -175,7 +219,7 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
             }
         )
     for i in np.flatnonzero(outstanding >= _HALF):
-        anomalies.append(
+        anomalies[3].append(
             {
                 **key_cols,
                 "ns": int(r.ns[i]),
@@ -188,13 +232,13 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         )
 
     # --- requests -------------------------------------------------------
-    # The first snapshot shows the requests already outstanding: [rsp_prod, req_prod).
-    if 0 <= outstanding[0] <= n:
+    # The first snapshot of a ring shows the requests already outstanding: [rsp_prod, req_prod).
+    if carry is None and 0 <= outstanding[0] <= n:
         rp_prev[0] = hdr[0, 2]
         d_req[0] = outstanding[0]
     vis_req = np.minimum(d_req, n)
     for i in np.flatnonzero(d_req > n):
-        gaps.append(
+        gaps_req.append(
             {
                 **key_cols,
                 "ns": int(r.ns[i]),
@@ -211,15 +255,14 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
     raw_req = slots[q_snap, q_idx & (n - 1)]
 
     # --- responses ------------------------------------------------------
-    vis_rsp_count = d_rsp
-    s_snap, s_idx = _spans(sp_prev, vis_rsp_count)
+    s_snap, s_idx = _spans(sp_prev, d_rsp)
     age = (rp[s_snap] - s_idx.astype(np.int64)) & 0xFFFFFFFF
     visible = age <= n
     if (~visible).any():
         # consecutive unseen responses of a snapshot form one gap record
         for i in np.unique(s_snap[~visible]):
             sel = (s_snap == i) & ~visible
-            gaps.append(
+            gaps_rsp.append(
                 {
                     **key_cols,
                     "ns": int(r.ns[i]),
@@ -249,7 +292,7 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
             "operation": rsp_rec["operation"],
             "status": rsp_rec["status"],
             "pad_nonzero": pad_nonzero,
-            "source": ["ringcap"] * len(s_idx),
+            "source": pl.repeat("ringcap", len(s_idx), eager=True),
         }
     )
     responses = schema.conform(responses, "responses")
@@ -280,11 +323,14 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
     nr_sectors = np.where(is_ds, ds_v["nr_sectors"], rw_sectors.astype(np.uint64))
     nr_sectors_valid = is_rw | is_ds
     unknown = ops > BlkifOp.BLKIF_OP_INDIRECT
-    for j in np.flatnonzero(unknown)[:20]:
+    warned = 0 if carry is None else carry.unknown_warned
+    for j in np.flatnonzero(unknown)[: max(0, _MAX_UNKNOWN_OP_WARNINGS - warned)]:
         i = q_snap[f_rows[j]]
+        warned += 1
         warnings.append(
-            f"ring vbd/{r.key[0]}/{r.key[1]}/q{r.key[2]}: snapshot #{i} (ns {int(r.ns[i])}): "
-            f"request idx {int(q_idx[f_rows[j]])} has unknown operation {int(ops[j])}"
+            f"ring vbd/{r.key[0]}/{r.key[1]}/q{r.key[2]}: snapshot #{base + i} "
+            f"(ns {int(r.ns[i])}): request idx {int(q_idx[f_rows[j]])} has unknown "
+            f"operation {int(ops[j])}"
         )
 
     total = len(q_idx)
@@ -302,25 +348,11 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
         mask[f_rows] = valid
         return pl.Series(out).cast(dtype).set(pl.Series(~mask), None)
 
-    seen = np.where(answered, "via_response", "full")
-    # pair via_response requests with responses whose id matches no full request in flight
-    via_id, via_op, via_ok = _assign_via_response(
-        q_idx=q_idx,
-        answered=answered,
-        req_id=req_id,
-        s_idx=s_idx,
-        rsp_rec=rsp_rec,
-        q_snap=q_snap,
-        s_snap=s_snap,
+    seen = pl.Series(answered).replace_strict(
+        {True: "via_response", False: "full"}, return_dtype=pl.String
     )
-    req_id_s = pl.Series(np.where(answered, via_id, req_id)).set(
-        pl.Series(answered & ~via_ok), None
-    )
-    req_op_s = pl.Series(np.where(answered, via_op, req_op)).set(
-        pl.Series(answered & ~via_ok), None
-    )
-    indirect_op = nullable(in_v["indirect_op"], is_in, pl.UInt8)
-
+    # via_response ids and operations are null here; _RingAccum.finish assigns them
+    answered_s = pl.Series(answered)
     requests = pl.DataFrame(
         {
             **{k: np.full(total, v) for k, v in key_cols.items()},
@@ -328,37 +360,64 @@ def _derive_one(r: _RingInput, warnings: list[str]) -> dict[str, pl.DataFrame]:
             "ns": r.ns[q_snap],
             "tsc": _nullable_tsc(r, q_snap),
             "idx": q_idx,
-            "id": req_id_s,
-            "operation": req_op_s,
-            "indirect_op": indirect_op,
+            "id": pl.Series(req_id).set(answered_s, None),
+            "operation": pl.Series(req_op).set(answered_s, None),
+            "indirect_op": nullable(in_v["indirect_op"], is_in, pl.UInt8),
             "nr_segments": nullable(nr_segments, nr_segments_valid, pl.UInt16),
             "sector_number": nullable(sector, sector_valid, pl.UInt64),
             "nr_sectors": nullable(nr_sectors, nr_sectors_valid, pl.UInt64),
             "seen": seen,
-            "source": ["ringcap"] * total,
+            "source": pl.repeat("ringcap", total, eager=True),
         }
     )
     requests = schema.conform(requests, "requests")
-    mutations = _mutations(r=r, hdr=hdr, slots=slots, dts=dts, key_cols=key_cols, prev_ns=prev_ns)
-    del nsnap
-    return {
-        "requests": requests,
-        "responses": responses,
-        "gaps": pl.DataFrame(gaps, schema=schema.GAPS_SCHEMA) if gaps else schema.empty("gaps"),
-        "mutations": mutations,
-        "anomalies": pl.DataFrame(anomalies, schema=ANOMALIES_SCHEMA)
-        if anomalies
-        else pl.DataFrame(schema=ANOMALIES_SCHEMA),
-    }
+    mutations = _mutations(
+        nr_ents=n, ns=r.ns, prev_ns=prev_ns, hdr=hdr, slots=slots, dts=dts, key_cols=key_cols
+    )
+    if carry is not None:
+        # the pair (last snapshot of the previous chunk, first of this one)
+        edge = _mutations(
+            nr_ents=n,
+            ns=np.array([carry.ns, r.ns[0]], np.int64),
+            prev_ns=np.array([carry.ns, carry.ns], np.int64),
+            hdr=np.stack([carry.hdr, hdr[0]]),
+            slots=np.stack([carry.slots, slots[0]]),
+            dts=dts,
+            key_cols=key_cols,
+        )
+        if edge.height:
+            mutations = pl.concat([edge, mutations])
+    part = _Part(
+        requests=requests,
+        responses=responses,
+        gaps_req=gaps_req,
+        gaps_rsp=gaps_rsp,
+        mutations=mutations,
+        anomalies=anomalies,
+        q_snap=q_snap + base,
+        answered=answered,
+        req_id=req_id,
+        s_snap=s_snap + base,
+        rsp_id=np.ascontiguousarray(rsp_rec["id"]),
+        rsp_op=np.ascontiguousarray(rsp_rec["operation"]),
+    )
+    last = len(hdr) - 1
+    new_carry = _Carry(
+        hdr=hdr[last].copy(),
+        slots=np.array(slots[last]),
+        ns=int(r.ns[last]),
+        snaps=base + len(hdr),
+        unknown_warned=warned,
+    )
+    return part, new_carry
 
 
 def _assign_via_response(
     *,
-    q_idx: np.ndarray[Any, Any],
     answered: np.ndarray[Any, Any],
     req_id: np.ndarray[Any, Any],
-    s_idx: np.ndarray[Any, Any],
-    rsp_rec: np.ndarray[Any, Any],
+    rsp_id: np.ndarray[Any, Any],
+    rsp_op: np.ndarray[Any, Any],
     q_snap: np.ndarray[Any, Any],
     s_snap: np.ndarray[Any, Any],
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -369,7 +428,7 @@ def _assign_via_response(
     matches a fully seen request in flight answers that one; any other
     answers the oldest still unassigned via_response request.
     """
-    total = len(q_idx)
+    total = len(answered)
     out_id = np.zeros(total, np.uint64)
     out_op = np.zeros(total, np.uint8)
     ok = np.zeros(total, dtype=bool)
@@ -377,8 +436,8 @@ def _assign_via_response(
         return out_id, out_op, ok
     inflight: dict[int, int] = {}
     waiting: deque[int] = deque()
-    rsp_ids = rsp_rec["id"].tolist()
-    rsp_ops = rsp_rec["operation"].tolist()
+    rsp_ids = rsp_id.tolist()
+    rsp_ops = rsp_op.tolist()
     q_snap_l, s_snap_l = q_snap.tolist(), s_snap.tolist()
     answered_l, req_id_l = answered.tolist(), req_id.tolist()
     qi = si = 0
@@ -408,20 +467,18 @@ def _assign_via_response(
     return out_id, out_op, ok
 
 
-_REQ_FIELDS_BY_OP = ("operation", "nr_segments", "handle", "id", "sector_number", "seg")
-
-
 def _mutations(
     *,
-    r: _RingInput,
+    nr_ents: int,
+    ns: np.ndarray[Any, Any],
+    prev_ns: np.ndarray[Any, Any],
     hdr: np.ndarray[Any, Any],
     slots: np.ndarray[Any, Any],
     dts: Any,
     key_cols: dict[str, int],
-    prev_ns: np.ndarray[Any, Any],
 ) -> pl.DataFrame:
     """Published, unanswered slots whose bytes changed between consecutive snapshots."""
-    n = r.nr_ents
+    n = nr_ents
     if len(hdr) < 2:
         return schema.empty("mutations")
     rp, sp = hdr[:, 0].astype(np.int64), hdr[:, 2].astype(np.int64)
@@ -446,7 +503,7 @@ def _mutations(
         rows.append(
             {
                 **key_cols,
-                "ns": int(r.ns[i]),
+                "ns": int(ns[i]),
                 "prev_ns": int(prev_ns[i]),
                 "idx": int(idx[j]),
                 "fields": ",".join(names),
@@ -455,41 +512,140 @@ def _mutations(
     return pl.DataFrame(rows, schema=schema.MUTATIONS_SCHEMA) if rows else schema.empty("mutations")
 
 
+class _RingAccum:
+    """The derived parts of one ring, chunk after chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[_Part] = []
+        self.carry: _Carry | None = None
+        self.warnings: list[str] = []
+
+    def add(self, r: _RingInput) -> None:
+        part, self.carry = _derive_one(r, self.warnings, self.carry)
+        self.parts.append(part)
+
+    def finish(self) -> dict[str, pl.DataFrame]:
+        ps = self.parts
+        requests = pl.concat([p.requests for p in ps])
+        answered = np.concatenate([p.answered for p in ps])
+        if answered.any():
+            # pair via_response requests with responses whose id matches no full request in flight
+            req_id = np.concatenate([p.req_id for p in ps])
+            via_id, via_op, via_ok = _assign_via_response(
+                answered=answered,
+                req_id=req_id,
+                rsp_id=np.concatenate([p.rsp_id for p in ps]),
+                rsp_op=np.concatenate([p.rsp_op for p in ps]),
+                q_snap=np.concatenate([p.q_snap for p in ps]),
+                s_snap=np.concatenate([p.s_snap for p in ps]),
+            )
+            unknown = pl.Series(answered & ~via_ok)
+            requests = requests.with_columns(
+                pl.Series("id", np.where(answered, via_id, req_id))
+                .set(unknown, None)
+                .cast(requests.schema["id"]),
+                pl.Series(
+                    "operation", np.where(answered, via_op, requests["operation"].fill_null(0))
+                )
+                .set(unknown, None)
+                .cast(requests.schema["operation"]),
+            )
+        gaps = [g for p in ps for g in p.gaps_req] + [g for p in ps for g in p.gaps_rsp]
+        anomalies = [a for k in range(4) for p in ps for a in p.anomalies[k]]
+        return {
+            "requests": requests,
+            "responses": pl.concat([p.responses for p in ps]),
+            "gaps": pl.DataFrame(gaps, schema=schema.GAPS_SCHEMA) if gaps else schema.empty("gaps"),
+            "mutations": pl.concat([p.mutations for p in ps]),
+            "anomalies": pl.DataFrame(anomalies, schema=ANOMALIES_SCHEMA)
+            if anomalies
+            else pl.DataFrame(schema=ANOMALIES_SCHEMA),
+        }
+
+
+class RingStreamsBuilder:
+    """Derive ring streams from a capture read chunk by chunk (bounded memory).
+
+    Feed it every chunk of :func:`blktrace_xen.decode.ringcap.iter_ringcap_chunks`
+    in order with :meth:`add`, then call :meth:`finish`: the result equals
+    :func:`derive_ring_streams` of the whole capture. Each ring carries its last
+    snapshot (header and slots) across chunks, and requests seen only through
+    their response get their ids when the whole ring has been seen.
+    """
+
+    def __init__(self) -> None:
+        self._rings: dict[RingKey, _RingAccum] = {}
+        self._order: list[RingKey] = []
+
+    def add(self, chunk: RingCapture | RingCaptureChunk) -> None:
+        """Derive the snapshots of ``chunk``, continuing each ring where the last chunk ended."""
+        params = {
+            (row[0], row[1], row[2]): (row[3], row[4])
+            for row in chunk.rings.select("domid", "vdev", "queue", "abi", "nr_ents").iter_rows()
+        }
+        for key in params:
+            if key not in self._rings:
+                self._rings[key] = _RingAccum()
+                self._order.append(key)
+        for key, pages in chunk.pages.items():
+            if len(pages) == 0:
+                continue
+            abi, nr_ents = params[key]
+            snaps = chunk.snapshots.filter(
+                (pl.col("domid") == key[0])
+                & (pl.col("vdev") == key[1])
+                & (pl.col("queue") == key[2])
+            ).sort("snap")
+            tsc = snaps["tsc"]
+            ring = _RingInput(
+                key=key,
+                abi=abi,
+                nr_ents=nr_ents,
+                ns=snaps["ns"].to_numpy(),
+                tsc=tsc.fill_null(0).to_numpy().astype(np.uint64),
+                tsc_valid=tsc.is_not_null().to_numpy(),
+                pages=pages,
+            )
+            self._rings[key].add(ring)
+
+    def finish(self) -> RingStreams:
+        """Requests, responses, gaps, mutations and anomalies of every ring fed so far."""
+        warnings: list[str] = []
+        parts: dict[str, list[pl.DataFrame]] = {
+            k: [] for k in ("requests", "responses", "gaps", "mutations", "anomalies")
+        }
+        for key in self._order:
+            acc = self._rings[key]
+            if not acc.parts:
+                continue
+            warnings.extend(acc.warnings)
+            for k, df in acc.finish().items():
+                parts[k].append(df)
+
+        def cat(name: str, empty: pl.DataFrame) -> pl.DataFrame:
+            return pl.concat(parts[name]) if parts[name] else empty
+
+        return RingStreams(
+            requests=cat("requests", schema.empty("requests")),
+            responses=cat("responses", schema.empty("responses")),
+            gaps=cat("gaps", schema.empty("gaps")),
+            mutations=cat("mutations", schema.empty("mutations")),
+            anomalies=cat("anomalies", pl.DataFrame(schema=ANOMALIES_SCHEMA)),
+            warnings=warnings,
+        )
+
+
 def derive_ring_streams(capture: RingCapture) -> RingStreams:
     """Requests, responses, gaps, mutations and anomalies of every ring in ``capture``."""
-    warnings: list[str] = []
-    parts: dict[str, list[pl.DataFrame]] = {
-        k: [] for k in ("requests", "responses", "gaps", "mutations", "anomalies")
-    }
-    for row in capture.rings.iter_rows(named=True):
-        key = (row["domid"], row["vdev"], row["queue"])
-        pages = capture.pages.get(key)
-        if pages is None or len(pages) == 0:
-            continue
-        snaps = capture.snapshots.filter(
-            (pl.col("domid") == key[0]) & (pl.col("vdev") == key[1]) & (pl.col("queue") == key[2])
-        ).sort("snap")
-        tsc = snaps["tsc"]
-        ring = _RingInput(
-            key=key,
-            abi=row["abi"],
-            nr_ents=row["nr_ents"],
-            ns=snaps["ns"].to_numpy(),
-            tsc=tsc.fill_null(0).to_numpy().astype(np.uint64),
-            tsc_valid=tsc.is_not_null().to_numpy(),
-            pages=pages,
-        )
-        for k, df in _derive_one(ring, warnings).items():
-            parts[k].append(df)
+    b = RingStreamsBuilder()
+    b.add(capture)
+    return b.finish()
 
-    def cat(name: str, empty: pl.DataFrame) -> pl.DataFrame:
-        return pl.concat(parts[name]) if parts[name] else empty
 
-    return RingStreams(
-        requests=cat("requests", schema.empty("requests")),
-        responses=cat("responses", schema.empty("responses")),
-        gaps=cat("gaps", schema.empty("gaps")),
-        mutations=cat("mutations", schema.empty("mutations")),
-        anomalies=cat("anomalies", pl.DataFrame(schema=ANOMALIES_SCHEMA)),
-        warnings=warnings,
-    )
+def derive_ring_streams_chunked(chunks: Iterable[RingCaptureChunk]) -> RingStreams:
+    """:func:`derive_ring_streams` of a capture given as its chunks, in order (bounded memory)."""
+    b = RingStreamsBuilder()
+    for chunk in chunks:
+        b.add(chunk)
+        del chunk  # let the chunk's file window go before the next is mapped
+    return b.finish()
