@@ -6,6 +6,8 @@ snapshots, the ring indices carried by request/response events.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from blktrace_xen.analyses.emit import (
@@ -33,59 +35,148 @@ def _snapshots(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     )
 
 
-def _event_indices(streams: Streams) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _event_indices(
+    streams: Streams, only: pl.Series | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Requests and responses of rings without snapshots, with the other side's last index.
 
     Requests get ``last_rsp_idx`` (the ring's last response strictly before:
     at equal ns a request counts first), responses ``last_req_idx`` (the
     last request at or before); both get ``prev_idx`` / ``prev_session`` /
-    ``prev_ns`` of the ring's previous event of their kind.
+    ``prev_ns`` of the ring's previous event of their kind. ``only`` (ring
+    keys, see :func:`ring_key`) restricts both to those rings: every value is
+    per ring, so a ring's rows are the same either way.
 
     Not the streams' pairing: this follows ring indices, not ids. Two as-of
-    joins of the time-ordered frames, not a merged frame with windows. Three
-    rules use it, so it is computed once per ``streams``.
+    joins of the time-ordered frames, not a merged frame with windows.
     """
 
-    def build() -> tuple[pl.DataFrame, pl.DataFrame]:
-        snapped = streams.snapshots.select(ring_key().alias("k")).unique()["k"]
-
-        def side(frame: pl.DataFrame) -> pl.DataFrame:
-            rows = frame.lazy().filter(pl.col("idx").is_not_null())
-            if snapped.len():
-                # A filter, not an anti-join: it keeps time order for the joins below.
-                rows = rows.filter(~ring_key().is_in(snapped.implode()))
-            prev = pl.struct(
-                pl.col("idx").alias("prev_idx"),
-                pl.col("session").alias("prev_session"),
-                pl.col("ns").alias("prev_ns"),
-            )
-            return (
-                rows.select(*RING, ring_key().alias("ring_key"), "session", "ns", "idx")
-                .with_columns(prev.shift(1).over("ring_key").alias("_prev"))
-                .unnest("_prev")
-                .collect()
-            )
-
-        req, rsp = side(requests(streams)), side(responses(streams))
-        # Eager as-of joins: polars 1.x runs the lazy one about ten times slower.
-        reqs = req.join_asof(
-            rsp.select("ring_key", "ns", pl.col("idx").alias("last_rsp_idx")),
-            on="ns",
-            by="ring_key",
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
+    def side(frame: pl.DataFrame) -> pl.DataFrame:
+        prev = pl.struct(
+            pl.col("idx").alias("prev_idx"),
+            pl.col("session").alias("prev_session"),
+            pl.col("ns").alias("prev_ns"),
         )
-        rsps = rsp.join_asof(
-            req.select("ring_key", "ns", pl.col("idx").alias("last_req_idx")),
-            on="ns",
-            by="ring_key",
-            strategy="backward",
-            check_sortedness=False,
+        return (
+            _indexed(streams, frame, only)
+            .select(*RING, ring_key().alias("ring_key"), "session", "ns", "idx")
+            .with_columns(prev.shift(1).over("ring_key").alias("_prev"))
+            .unnest("_prev")
+            .collect()
+            # A filtered frame comes in ~100 chunks: the as-of joins run ~6x slower on it.
+            .rechunk()
         )
-        return reqs, rsps
 
-    return cached(streams, "event_indices", build)
+    return _with_last(side(requests(streams)), side(responses(streams)))
+
+
+def _indexed(streams: Streams, frame: pl.DataFrame, only: pl.Series | None) -> pl.LazyFrame:
+    """The events of ``frame`` with an index, on rings without snapshots (and in ``only``)."""
+    snapped = streams.snapshots.select(ring_key().alias("k")).unique()["k"]
+    rows = frame.lazy().filter(pl.col("idx").is_not_null())
+    if snapped.len():
+        # A filter, not an anti-join: it keeps time order for the as-of joins.
+        rows = rows.filter(~ring_key().is_in(snapped.implode()))
+    if only is not None:
+        rows = rows.filter(ring_key().is_in(only.implode(), nulls_equal=True))
+    return rows
+
+
+def _with_last(req: pl.DataFrame, rsp: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Requests with ``last_rsp_idx``, responses with ``last_req_idx`` (see :func:`_event_indices`).
+
+    Eager as-of joins: polars 1.x runs the lazy one about ten times slower.
+    """
+    reqs = req.join_asof(
+        rsp.select("ring_key", "ns", pl.col("idx").alias("last_rsp_idx")),
+        on="ns",
+        by="ring_key",
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
+    rsps = rsp.join_asof(
+        req.select("ring_key", "ns", pl.col("idx").alias("last_req_idx")),
+        on="ns",
+        by="ring_key",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    return reqs, rsps
+
+
+# Two observations of a ring's producer in one session, the later one behind.
+_BACK = pl.col("session").eq_missing(pl.col("prev_session")) & u32_ahead(
+    "prev_idx", "idx"
+).is_between(1, HALF - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _EventSummary:
+    """What the three index rules need from every event, kept small: one row per ring key.
+
+    ``max_outstanding``: the largest ``req_prod - rsp_prod`` below HALF seen
+    by either side; ``overflow``: a response ahead of the requests;
+    ``regressed``: an index that went back within a session. A rule that
+    finds a ring at fault recomputes :func:`_event_indices` for those rings
+    only, so a healthy trace never holds the wide per-event frames.
+    """
+
+    rings: pl.DataFrame
+
+    def at_fault(self, flag: pl.Expr) -> pl.Series:
+        return self.rings.filter(flag)["ring_key"]
+
+
+def _event_summary(streams: Streams) -> _EventSummary:
+    """:class:`_EventSummary` of ``streams``, computed once from narrow frames."""
+
+    def side(frame: pl.DataFrame) -> pl.DataFrame:
+        prev_idx = pl.col("idx").shift(1).over("ring_key")
+        same = pl.col("session").eq_missing(pl.col("session").shift(1).over("ring_key"))
+        return (
+            _indexed(streams, frame, None)
+            .with_columns(ring_key().alias("ring_key"))
+            .select(
+                "ring_key",
+                "ns",
+                "idx",
+                (same & u32_ahead(prev_idx, "idx").is_between(1, HALF - 1)).alias("back"),
+            )
+            .collect()
+            .rechunk()
+        )
+
+    def build() -> _EventSummary:
+        reqs, rsps = _with_last(side(requests(streams)), side(responses(streams)))
+        outstanding = pl.concat(
+            [
+                reqs.lazy().select(
+                    "ring_key",
+                    u32_ahead("idx", "last_rsp_idx").alias("out"),
+                    pl.lit(False).alias("ovf"),
+                    "back",
+                ),
+                rsps.lazy().select(
+                    "ring_key",
+                    u32_ahead("last_req_idx", "idx").alias("out"),
+                    u32_ahead("idx", "last_req_idx").is_between(1, HALF - 1).alias("ovf"),
+                    "back",
+                ),
+            ]
+        )
+        rings = (
+            outstanding.group_by("ring_key")
+            .agg(
+                pl.col("out").filter(pl.col("out") < HALF).max().alias("max_outstanding"),
+                pl.col("ovf").any().alias("overflow"),
+                pl.col("back").any().alias("regressed"),
+            )
+            .collect()
+        )
+        return _EventSummary(rings)
+
+    return cached(streams, "event_summary", build)
 
 
 def _with_sizes(rows: pl.LazyFrame, streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
@@ -183,7 +274,11 @@ def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyF
         pl.lit(None, pl.UInt32).alias("session"),
         pl.lit("snapshots").alias("source"),
     )
-    reqs, rsps = _event_indices(streams)
+    # No ring is smaller than ``low``: rows within it are fine on every ring,
+    # and the events of only the rings that have other rows are looked at.
+    low = _smallest_ring(streams, options)
+    at_fault = _event_summary(streams).at_fault(pl.col("max_outstanding") > low)
+    reqs, rsps = _event_indices(streams, at_fault)
     prods = {
         REQ: (pl.col("idx"), pl.col("last_rsp_idx")),
         RSP: (pl.col("last_req_idx"), pl.col("idx")),
@@ -204,9 +299,6 @@ def implausible_producer(streams: Streams, options: AnalysisOptions) -> pl.LazyF
             for req_prod, rsp_prod in [prods[kind]]
         ]
     ).with_columns(u32_ahead("req_prod", "rsp_prod").alias("outstanding"))
-    # No ring is smaller than ``low``: rows within it are fine on every ring,
-    # and the ring-size lookup runs only on the rings that have other rows.
-    low = _smallest_ring(streams, options)
     ev = _with_sizes(
         _bad_in_time_order(
             ev.with_columns(
@@ -321,13 +413,10 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
         )
     )
     # Rings without snapshots: consecutive request (or response) indices in one session.
-    back = pl.col("session").eq_missing(pl.col("prev_session")) & u32_ahead(
-        "prev_idx", "idx"
-    ).is_between(1, HALF - 1)
     ev_found = pl.concat(
         [
             frame.lazy()
-            .filter(back)
+            .filter(_BACK)
             .select(
                 *RING,
                 pl.col("prev_ns").alias("ns"),
@@ -337,7 +426,9 @@ def producer_regression(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
                 pl.col("idx").alias("to"),
             )
             for producer, frame in zip(
-                ("req_prod", "rsp_prod"), _event_indices(streams), strict=True
+                ("req_prod", "rsp_prod"),
+                _event_indices(streams, _event_summary(streams).at_fault(pl.col("regressed"))),
+                strict=True,
             )
         ]
     ).sort("ns_end", maintain_order=True)
@@ -407,7 +498,7 @@ def response_overflow(streams: Streams, options: AnalysisOptions) -> pl.LazyFram
         pl.lit("snapshots").alias("source"),
     )
     ev = (
-        _event_indices(streams)[1]
+        _event_indices(streams, _event_summary(streams).at_fault(pl.col("overflow")))[1]
         .lazy()
         .filter(pl.col("last_req_idx").is_not_null())
         .select(

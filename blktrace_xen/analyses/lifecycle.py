@@ -271,6 +271,7 @@ def answered_across(streams: Streams, pending: pl.DataFrame) -> pl.LazyFrame:
             .drop_nulls()
             .join(ids, on=keys, how="semi", maintain_order="left")
             .collect()
+            .rechunk()  # one chunk: as-of joins run several times slower over many
         )
 
     reqs = of_pending_ids(requests(streams), "_next_req")
