@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from blktrace_xen.decode.xentrace_block import decode_block
+from blktrace_xen.decode.xentrace_block import Block, data_columns, decode_block
 from blktrace_xen.decode.xentrace_count import Counts, count_block
-from blktrace_xen.decode.xentrace_merge import Merger, tsc_to_ns, xenalyze_cpu_qhz
+from blktrace_xen.decode.xentrace_merge import Merger, Taken, tsc_to_ns, xenalyze_cpu_qhz
 from blktrace_xen.decode.xentrace_walk import Windows, scan_windows
 from blktrace_xen.errors import InputFileError, MalformedRecord
 from blktrace_xen.structs import xentrace as xt
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_CPU_MHZ: Final = 2400.0
+_I64 = npt.NDArray[np.int64]
 _BYTES_PER_RECORD: Final = 20  # typical; sizes blocks from chunk_records
 # Small blocks keep temporaries a few MB, so malloc recycles them instead of
 # faulting in fresh pages (first-touch memory is slow, performance-notes §4).
@@ -194,35 +195,154 @@ def _first_epoch(cpus: list[int]) -> list[int]:
     return seen
 
 
-def _events_frame(out: dict[str, np.ndarray], first_tsc: int, cpu_mhz: float) -> pl.DataFrame:
+_CARRY_COLUMNS: Final = (
+    "event", "has_tsc", "n_extra", "file_offset", *(f"d{i}" for i in range(xt.TRACE_EXTRA_MAX))
+)  # fmt: skip
+_CARRY_DTYPES: Final = {
+    "event": np.uint32, "has_tsc": np.bool_, "n_extra": np.uint8, "file_offset": np.uint64,
+    **{f"d{i}": np.uint32 for i in range(xt.TRACE_EXTRA_MAX)},
+}  # fmt: skip
+
+
+def _block_rows(
+    words: npt.NDArray[np.uint32], block: Block, event: npt.NDArray[np.uint32], idx: _I64
+) -> dict[str, np.ndarray]:
+    """Columns of the block's records ``idx``, each gathered once (data words from ``words``)."""
+    has = block.has_tsc[idx]
+    n_extra = block.n_extra[idx]
+    # Extra words follow the header and, when present, the two TSC words.
+    first = block.rec_pos[idx] + 1 + (has.view(np.uint8).astype(np.int64) << 1)
+    cols: dict[str, np.ndarray] = {
+        "event": event[idx],
+        "has_tsc": has,
+        "n_extra": n_extra,
+        "file_offset": block.file_offset[idx],
+    }
+    for i, col in enumerate(data_columns(words, first, n_extra)):
+        cols[f"d{i}"] = col
+    return cols
+
+
+def _rows(
+    rows: _I64,
+    carry: dict[str, np.ndarray],
+    words: npt.NDArray[np.uint32],
+    block: Block | None,
+    event: npt.NDArray[np.uint32] | None,
+) -> dict[str, np.ndarray]:
+    """Columns of row ids ``rows``: ids below the carry's length are carried rows, the
+    rest are the block's records (id - carry length)."""
+    if not len(rows):
+        return {k: np.zeros(0, dtype=_CARRY_DTYPES[k]) for k in _CARRY_COLUMNS}
+    n_carry = len(carry["event"]) if carry else 0
+    in_carry = rows < n_carry
+    n_in = int(np.count_nonzero(in_carry))
+    if n_in == 0 and block is not None and event is not None:
+        return _block_rows(words, block, event, rows - n_carry)
+    if n_in == len(rows):
+        return {k: carry[k][rows] for k in _CARRY_COLUMNS}
+    assert block is not None and event is not None
+    fresh = _block_rows(words, block, event, rows[~in_carry] - n_carry)
+    out: dict[str, np.ndarray] = {}
+    for k in _CARRY_COLUMNS:
+        col = np.empty(len(rows), dtype=fresh[k].dtype)
+        col[in_carry] = carry[k][rows[in_carry]]
+        col[~in_carry] = fresh[k]
+        out[k] = col
+    return out
+
+
+def _frame(
+    taken: Taken,
+    run: IngestRun,
+    carry: dict[str, np.ndarray],
+    words: npt.NDArray[np.uint32],
+    block: Block | None,
+    event: npt.NDArray[np.uint32] | None,
+) -> pl.DataFrame:
     import polars as pl
 
     from blktrace_xen.schema import EVENTS_SCHEMA
 
-    emit = out["emit"]
-    ev = out["event"][emit]
-    tsc = out["tsc"][emit]
+    if run.first_tsc is None:
+        run.first_tsc = taken.first_tsc()
+    sel = taken.emitted()
+    tsc = taken.elements.tsc[sel]
+    rows = _rows(taken.elements.src[sel], carry, words, block, event)
+    ev = rows["event"]
     cols: dict[str, Any] = {
-        "cpu": out["cpu"][emit],
+        "cpu": taken.cpu[sel],
         "tsc": tsc,
-        "has_tsc": out["has_tsc"][emit],
-        "ns": tsc_to_ns(tsc, first_tsc, cpu_mhz),
+        "has_tsc": rows["has_tsc"],
+        "ns": tsc_to_ns(tsc, run.first_tsc or 0, run.cpu_mhz),
         "event": ev,
         "class": ((ev >> 16) & 0xFFF).astype(np.uint16),
         "subclass": ((ev >> 12) & 0xF).astype(np.uint8),
         "minor": (ev & 0xFFF).astype(np.uint16),
-        "n_extra": out["n_extra"][emit],
+        "n_extra": rows["n_extra"],
     }
     for i in range(xt.TRACE_EXTRA_MAX):
-        cols[f"d{i}"] = out[f"d{i}"][emit]
-    cols["file_offset"] = out["file_offset"][emit]
+        cols[f"d{i}"] = rows[f"d{i}"]
+    cols["file_offset"] = rows["file_offset"]
     return pl.DataFrame(cols, schema=EVENTS_SCHEMA)
 
 
-def _iter_merged(
-    path: str | Path, run: IngestRun, chunk_records: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """Merged element batches (every processed element, incl. wraps and virtual ones)."""
+def _cpu_groups(cpu: npt.NDArray[np.uint16]) -> list[tuple[int, _I64]]:
+    """Each CPU present and its records' indices, in file order (CPUs ascending)."""
+    n = len(cpu)
+    if n == 0:
+        return []
+    if cpu[0] == cpu[-1] and not (cpu != cpu[0]).any():
+        return [(int(cpu[0]), np.arange(n, dtype=np.int64))]
+    # A stable sort of u16 is a radix sort: one pass, and file order kept per CPU.
+    perm = np.argsort(cpu, kind="stable")
+    counts = np.bincount(cpu)
+    present = np.flatnonzero(counts)
+    ends = np.cumsum(counts[present])
+    return [
+        (int(c), perm[e - int(counts[c]) : e].astype(np.int64, copy=False))
+        for c, e in zip(present.tolist(), ends.tolist(), strict=True)
+    ]
+
+
+def _add_block(
+    merger: Merger,
+    run: IngestRun,
+    words: npt.NDArray[np.uint32],
+    block: Block,
+    event: npt.NDArray[np.uint32],
+    n_carry: int,
+) -> None:
+    is_wrap = event == xt.TRC_TRACE_WRAP_BUFFER
+    n_wrap = int(np.count_nonzero(is_wrap))
+    run.wraps += n_wrap
+    run.records += len(event) - n_wrap
+    if block.has_tsc.any():
+        run.last_tsc = max(run.last_tsc, int(block.tsc.max()))
+    for cpu, sel in _cpu_groups(block.cpu):
+        run.cpus.add(cpu)
+        has = block.has_tsc[sel]
+        ev = event[sel]
+        lost = ev == xt.TRC_LOST_RECORDS
+        lost4 = lost_first = None
+        if lost.any():
+            lost4 = lost & has & (block.n_extra[sel] == xt.LOST_RECORDS_WORDS)
+            at = np.flatnonzero(lost4)
+            # first_tsc is the loss's 3rd and 4th extra words (after its own TSC).
+            w = block.rec_pos[sel[at]] + 3 + 2
+            lost_first = np.zeros(len(sel), dtype=np.uint64)
+            lost_first[at] = words[w].astype(np.uint64) | (
+                words[w + 1].astype(np.uint64) << np.uint64(32)
+            )
+        else:
+            lost = None
+        merger.add(
+            cpu, sel + n_carry, has, block.tsc[sel], ~is_wrap[sel], lost, lost4, lost_first
+        )
+
+
+def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterator[pl.DataFrame]:
+    """``events`` frames in merged order, one per block whose records can be placed."""
     with _open_source(path) as src:
         run.size = len(src)
         win = scan_windows(src, path)
@@ -249,17 +369,17 @@ def _iter_merged(
         budget = max(chunk_records * _BYTES_PER_RECORD, 1 << 16)
         n_win = len(win.offset)
         short_is_last = win.short_offset is not None
+        # Rows of pending elements, gathered before the read buffer is reused.
+        carry: dict[str, np.ndarray] = {}
+        words = np.zeros(0, dtype=np.uint32)
         for a, b in _blocks(win, budget):
             start = win.offset[a]
             end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
+            words = src.words(start, end)
             block = decode_block(
-                src.words(start, end),
-                start,
-                win.offset[a:b],
-                win.cpu[a:b],
-                win.size[a:b],
-                path=path,
-            )
+                words, start, win.offset[a:b], win.cpu[a:b], win.size[a:b],
+                path=path, fields=False,
+            )  # fmt: skip
             if block.truncated_at is not None:
                 if not (short_is_last and b == n_win):
                     raise MalformedRecord(
@@ -272,49 +392,23 @@ def _iter_merged(
                     f"incomplete last record at offset {block.truncated_at:#x} ignored"
                 )
             event = block.header & np.uint32(xt.TRC_EVENT_MASK)
-            is_wrap = event == xt.TRC_TRACE_WRAP_BUFFER
-            run.wraps += int(is_wrap.sum())
-            run.records += int((~is_wrap).sum())
-            if block.has_tsc.any():
-                run.last_tsc = max(run.last_tsc, int(block.tsc[block.has_tsc].max()))
-            cols_all: dict[str, np.ndarray] = {
-                "tsc": block.tsc,
-                "has_tsc": block.has_tsc,
-                "event": event,
-                "n_extra": block.n_extra,
-                "file_offset": block.file_offset,
-                "emit": ~is_wrap,
-                "counts": np.ones(len(event), dtype=np.bool_),
-            }
-            for i in range(xt.TRACE_EXTRA_MAX):
-                cols_all[f"d{i}"] = block.data[i]
-            present = np.unique(block.cpu)
-            single = len(present) == 1
-            for cpu in present.tolist():
-                run.cpus.add(cpu)
-                if single:
-                    merger.add(cpu, dict(cols_all))
-                else:
-                    sel = np.flatnonzero(block.cpu == cpu)
-                    merger.add(cpu, {k: v[sel] for k, v in cols_all.items()})
+            _add_block(merger, run, words, block, event, len(carry["event"]) if carry else 0)
             live = {c for c, last in last_window.items() if last >= b}
             limit = merger.horizon(live) if live else None
-            if live and limit is None:
-                continue
-            out = merger.take(limit)
-            if out is not None:
-                yield out
+            if not (live and limit is None):
+                taken = merger.take(limit)
+                if taken is not None:
+                    frame = _frame(taken, run, carry, words, block, event)
+                    if frame.height:
+                        yield frame
+            keep = merger.pending_rows()
+            carry = _rows(keep, carry, words, block, event) if len(keep) else {}
+            merger.renumber(keep)
         rest = merger.take(None)
         if rest is not None:
-            yield rest
-
-
-def _note_first_tsc(run: IngestRun, out: dict[str, np.ndarray]) -> None:
-    if run.first_tsc is not None:
-        return
-    cand = np.flatnonzero(out["counts"] & (out["tsc"] != 0))
-    if cand.size:
-        run.first_tsc = int(out["order"][cand[0]])
+            frame = _frame(rest, run, carry, words, None, None)
+            if frame.height:
+                yield frame
 
 
 def iter_xentrace_chunks(
@@ -330,11 +424,7 @@ def iter_xentrace_chunks(
     Pass ``run`` (:meth:`IngestRun.start`) to read the metadata afterwards.
     """
     state = run if run is not None else IngestRun.start(path, cpu_mhz)
-    for out in _iter_merged(path, state, chunk_records):
-        _note_first_tsc(state, out)
-        frame = _events_frame(out, state.first_tsc or 0, state.cpu_mhz)
-        if frame.height:
-            yield frame
+    yield from _iter_frames(path, state, chunk_records)
 
 
 def lost_frame(events: pl.DataFrame, first_tsc: int, cpu_mhz: float) -> pl.DataFrame:

@@ -28,6 +28,8 @@ class Block:
     data: list[U32]  # d0..d6, 0 beyond n_extra
     file_offset: npt.NDArray[np.uint64]
     truncated_at: int | None  # byte offset of an incomplete last record, if any
+    rec_pos: I64  # word index of each record's header in ``words``
+    win_records: I64  # records per window of the block (after a truncated one is dropped)
 
 
 def decode_block(
@@ -75,15 +77,21 @@ def decode_block(
     if len(rec_pos) and rec_pos[-1] + rec_len[-1] > n_words:
         truncated_at = base_offset + int(rec_pos[-1]) * 4
         rec_pos, hdr, top = rec_pos[:-1], hdr[:-1], top[:-1]
+    # Each window's records sit between its header and the next one on the chain,
+    # so per-record CPUs are a repeat of the window CPUs (no per-record search).
     # The last window may also end inside its size claim: records past EOF do not exist.
-    win_idx = np.searchsorted(hdr_words, rec_pos, side="right") - 1
-    cpu = np.asarray(win_cpus, dtype=np.uint16)[win_idx]
+    win_records = np.diff(where, append=len(pos)) - 1
+    if truncated_at is not None:
+        win_records[-1] -= 1
+    cpu = np.repeat(np.asarray(win_cpus, dtype=np.uint16), win_records)
     has = top >= 8
     n_extra = (top & 7).astype(np.uint8)
     file_offset = (rec_pos * 4 + base_offset).astype(np.uint64)
     if not fields:
         tsc = _tsc(words, rec_pos, has)
-        return Block(cpu, has, tsc, hdr, n_extra, [], file_offset, truncated_at)
+        return Block(
+            cpu, has, tsc, hdr, n_extra, [], file_offset, truncated_at, rec_pos, win_records
+        )
     tsc = _tsc(words, rec_pos, has)
     first = rec_pos + 1 + 2 * has
     data = []
@@ -93,11 +101,31 @@ def decode_block(
         idx = np.minimum(first + i, last)
         col = words[idx]
         data.append(np.where(present, col, np.uint32(0)).astype(np.uint32, copy=False))
-    return Block(cpu, has, tsc, hdr, n_extra, data, file_offset, truncated_at)
+    return Block(
+        cpu, has, tsc, hdr, n_extra, data, file_offset, truncated_at, rec_pos, win_records
+    )
 
 
 def _tsc(words: U32, rec_pos: I64, has: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint64]:
-    last = len(words) - 1
-    lo = words[np.minimum(rec_pos + 1, last)].astype(np.uint64)
-    hi = words[np.minimum(rec_pos + 2, last)].astype(np.uint64)
-    return np.where(has, lo | (hi << np.uint64(32)), np.uint64(0))
+    # Only records with a TSC are read: both words are inside the block for them.
+    at = rec_pos[has] + 1
+    tsc = np.zeros(len(rec_pos), dtype=np.uint64)
+    tsc[has] = words[at].astype(np.uint64) | (words[at + 1].astype(np.uint64) << np.uint64(32))
+    return tsc
+
+
+def data_columns(words: U32, first: I64, n_extra: npt.NDArray[np.uint8]) -> list[U32]:
+    """d0..d6 of records whose extra words start at ``first``; 0 beyond ``n_extra``.
+
+    Column i reads only the records that have an i-th word (fewer for each
+    column), so the mostly-empty high columns cost almost nothing.
+    """
+    out: list[U32] = []
+    sel = np.flatnonzero(n_extra)
+    for i in range(xt.TRACE_EXTRA_MAX):
+        if i:
+            sel = sel[n_extra[sel] > i]
+        col = np.zeros(len(first), dtype=np.uint32)
+        col[sel] = words[first[sel] + i]
+        out.append(col)
+    return out

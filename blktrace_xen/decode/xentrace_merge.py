@@ -25,16 +25,51 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from blktrace_xen.structs import xentrace as xt
 
 U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 _ACTIVATION_BASE: Final = -(1 << 62)
+ACTIVATION_ROW: Final = -1  # ``src`` of the materialised activating cpu-change element
 
-# Columns carried per element through the merge.
-COLUMNS: Final = (
-    "tsc", "has_tsc", "event", "n_extra", "d0", "d1", "d2", "d3", "d4", "d5", "d6",
-    "file_offset", "emit", "counts",
-)  # fmt: skip
+
+@dataclass(slots=True)
+class Elements:
+    """Processed elements (records, LOST_RECORDS_END copies, activations) by reference.
+
+    The merge moves only these few arrays; a record's columns are gathered once,
+    by ``src`` (a row id the caller assigns), after its place is known.
+    """
+
+    src: I64  # caller's row id; ACTIVATION_ROW for an activation
+    key: U64  # running max of ``order``: the merge sorts on it
+    tsc: U64  # xenalyze's ri->tsc: own TSC, else the CPU's last one
+    order: U64  # p->order_tsc after the element
+    emit: Bools  # a row of ``events`` (not a wrap filler, LOST_RECORDS_END or activation)
+    counts: Bools  # processed as a record (first_tsc candidate)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def cut(self, a: int, b: int | None) -> Elements:
+        return Elements(*(getattr(self, f)[a:b] for f in _FIELDS))
+
+    @staticmethod
+    def concat(parts: list[Elements]) -> Elements:
+        if len(parts) == 1:
+            return parts[0]
+        return Elements(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+_FIELDS: Final = ("src", "key", "tsc", "order", "emit", "counts")
+
+
+def _activation() -> Elements:
+    # The activating cpu-change record is processed (key 0) before any record of
+    # the CPU; materialise it so tie-breaks see its position.
+    z = np.zeros(1, np.uint64)
+    f = np.zeros(1, np.bool_)
+    return Elements(np.full(1, ACTIVATION_ROW, np.int64), z, z.copy(), z.copy(), f, f.copy())
 
 
 @dataclass(slots=True)
@@ -43,30 +78,41 @@ class CpuState:
     order: int = 0  # p->order_tsc
     key: int = 0  # running max of order
     last_pos: int = 0  # global output position of the latest processed element
-    pending: dict[str, np.ndarray] = field(default_factory=dict)
-    pending_key: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    pending: Elements = field(default_factory=_activation)
 
 
-def _activation_row() -> dict[str, np.ndarray]:
-    row: dict[str, np.ndarray] = {
-        "tsc": np.zeros(1, np.uint64),
-        "has_tsc": np.zeros(1, np.bool_),
-        "event": np.full(1, xt.TRC_TRACE_CPU_CHANGE, np.uint32),
-        "n_extra": np.full(1, 2, np.uint8),
-        "file_offset": np.zeros(1, np.uint64),
-        "emit": np.zeros(1, np.bool_),
-        "counts": np.zeros(1, np.bool_),
-        "order": np.zeros(1, np.uint64),
-    }
-    for i in range(xt.TRACE_EXTRA_MAX):
-        row[f"d{i}"] = np.zeros(1, np.uint32)
-    return row
+@dataclass(slots=True)
+class Taken:
+    """Elements of one take: ``elements[order]`` is processing order.
+
+    Left unpermuted so the caller gathers only what it uses (the emitted rows).
+    """
+
+    elements: Elements
+    cpu: npt.NDArray[np.uint16]
+    order: npt.NDArray[np.intp]
+
+    def emitted(self) -> npt.NDArray[np.intp]:
+        """Indices into ``elements`` of the ``events`` rows, in processing order."""
+        return self.order[self.elements.emit[self.order]]
+
+    def first_tsc(self) -> int | None:
+        """``order`` of the first processed record with a nonzero TSC (xenalyze's first TSC)."""
+        el = self.elements
+        cand = np.flatnonzero((el.counts & (el.tsc != 0))[self.order])
+        return int(el.order[self.order[cand[0]]]) if cand.size else None
 
 
-def _ffill(values: U64, setter: npt.NDArray[np.bool_], carry: int) -> U64:
-    """Forward-fill ``values`` from rows where ``setter`` is True; ``carry`` before the first."""
-    idx = np.where(setter, np.arange(len(values)), -1)
+def _ffill_index(setter: Bools) -> I64:
+    """Index of the latest row at or before each row where ``setter`` is True, else -1."""
+    idx = np.where(setter, np.arange(len(setter)), -1)
     np.maximum.accumulate(idx, out=idx)
+    return idx
+
+
+def _ffill(values: U64, setter: Bools, carry: int) -> U64:
+    """Forward-fill ``values`` from rows where ``setter`` is True; ``carry`` before the first."""
+    idx = _ffill_index(setter)
     filled = values[np.maximum(idx, 0)]
     return np.where(idx >= 0, filled, np.uint64(carry))
 
@@ -86,101 +132,128 @@ class Merger:
             idx = self.activation.setdefault(cpu, len(self.activation))
             # Insertion time of the cursor: later activations go first among equals.
             st.last_pos = _ACTIVATION_BASE + idx
-            # The activating cpu-change record is processed (key 0) before any
-            # record of the CPU; materialise it so tie-breaks see its position.
-            st.pending = _activation_row()
-            st.pending_key = np.zeros(1, dtype=np.uint64)
         return st
 
-    def add(self, cpu: int, cols: dict[str, np.ndarray]) -> None:
-        """Append one CPU's records (file order) of the current block."""
+    def add(
+        self,
+        cpu: int,
+        rows: I64,
+        has: Bools,
+        tsc: U64,
+        emit: Bools,
+        lost: Bools | None = None,
+        lost4: Bools | None = None,
+        lost_first: U64 | None = None,
+    ) -> None:
+        """Append one CPU's records (file order) of the current block.
+
+        ``rows`` are the caller's row ids; ``tsc`` is 0 where ``has`` is False.
+        ``lost`` marks TRC_LOST_RECORDS records, ``lost4`` those that set
+        order_tsc to the loss's ``first_tsc`` (4 words and a TSC), held in
+        ``lost_first`` there.
+        """
         st = self._cpu(cpu)
-        has = cols["has_tsc"]
-        tsc = cols["tsc"]
-        event = cols["event"]
-        n = len(tsc)
-        lost = event == xt.TRC_LOST_RECORDS
-        lost4 = lost & has & (cols["n_extra"] == xt.LOST_RECORDS_WORDS)
-        first_tsc = cols["d2"].astype(np.uint64) | (cols["d3"].astype(np.uint64) << np.uint64(32))
-        ri_tsc = _ffill(tsc, has, st.last_tsc)
-        order_set = np.where(lost4, first_tsc, tsc)
-        if lost.any():
+        n = len(rows)
+        if n == 0:
+            return
+        counts = np.ones(n, dtype=np.bool_)
+        if lost is not None and lost4 is not None and lost_first is not None:
+            ri_tsc = _ffill(tsc, has, st.last_tsc)
+            order_set = np.where(lost4, lost_first, tsc)
             # LOST_RECORDS_END: processed right after the loss, at max(its tsc, order).
             order_before = _ffill(order_set, has, st.order)
             li = np.flatnonzero(lost)
             end_order = np.maximum(ri_tsc[li], order_before[li])
             at = li + 1
-            cols = {k: np.insert(v, at, v[li]) for k, v in cols.items()}
-            cols["emit"][at + np.arange(len(at))] = False
+            rows = np.insert(rows, at, rows[li])
+            emit = np.insert(emit, at, False)
+            counts = np.insert(counts, at, True)
             ri_tsc = np.insert(ri_tsc, at, ri_tsc[li])
             order_set = np.insert(order_set, at, end_order)
             setter = np.insert(has, at, True)
-            n = len(ri_tsc)
+            order = _ffill(order_set, setter, st.order)
         else:
-            setter = has
-        order = _ffill(order_set, setter, st.order)
+            idx = _ffill_index(has)
+            seen = idx >= 0
+            filled = tsc[np.maximum(idx, 0)]
+            ri_tsc = np.where(seen, filled, np.uint64(st.last_tsc))
+            order = (
+                ri_tsc if st.order == st.last_tsc else np.where(seen, filled, np.uint64(st.order))
+            )
         key = np.maximum.accumulate(np.maximum(order, np.uint64(st.key)))
-        cols["tsc"] = ri_tsc
-        if n:
-            st.last_tsc = int(ri_tsc[-1])
-            st.order = int(order[-1])
-            st.key = int(key[-1])
-        cols["order"] = order
-        if st.pending:
-            st.pending = {k: np.concatenate([st.pending[k], cols[k]]) for k in cols}
-            st.pending_key = np.concatenate([st.pending_key, key])
-        else:
-            st.pending = cols
-            st.pending_key = key
+        st.last_tsc = int(ri_tsc[-1])
+        st.order = int(order[-1])
+        st.key = int(key[-1])
+        new = Elements(rows, key, ri_tsc, order, emit, counts)
+        st.pending = Elements.concat([st.pending, new]) if len(st.pending) else new
 
     def horizon(self, live: set[int]) -> int | None:
         """Largest key safe to emit: min current key of CPUs with windows still to come."""
         keys = [self._cpu(c).key for c in live]
         return min(keys) if keys else None
 
-    def take(self, limit: int | None) -> dict[str, np.ndarray] | None:
+    def pending_rows(self) -> I64:
+        """Sorted distinct row ids still referenced by pending elements."""
+        srcs = [st.pending.src for st in self.state.values() if len(st.pending)]
+        if not srcs:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.unique(np.concatenate(srcs))
+        return rows[rows != ACTIVATION_ROW]
+
+    def renumber(self, rows: I64) -> None:
+        """Give pending elements row ids 0.. in the order of ``rows`` (from :meth:`pending_rows`)."""
+        for st in self.state.values():
+            src = st.pending.src
+            if len(src):
+                st.pending.src = np.where(
+                    src == ACTIVATION_ROW, src, np.searchsorted(rows, src)
+                ).astype(np.int64, copy=False)
+
+    def take(self, limit: int | None) -> Taken | None:
         """Merged elements with key < ``limit`` (all when None), in processing order."""
-        parts: list[tuple[int, dict[str, np.ndarray], U64]] = []
+        parts: list[tuple[int, Elements]] = []
         for cpu in sorted(self.state):
             st = self.state[cpu]
-            if not len(st.pending_key):
+            n = len(st.pending)
+            if not n:
                 continue
-            cut = len(st.pending_key) if limit is None else int(
-                np.searchsorted(st.pending_key, np.uint64(limit), side="left")
+            cut = n if limit is None else int(
+                np.searchsorted(st.pending.key, np.uint64(limit), side="left")
             )  # fmt: skip
             if cut == 0:
                 continue
-            head = {k: v[:cut] for k, v in st.pending.items()}
-            parts.append((cpu, head, st.pending_key[:cut]))
-            st.pending = {k: v[cut:] for k, v in st.pending.items()}
-            st.pending_key = st.pending_key[cut:]
+            if cut == n:
+                parts.append((cpu, st.pending))
+                st.pending = st.pending.cut(n, None)
+            else:
+                parts.append((cpu, st.pending.cut(0, cut)))
+                st.pending = st.pending.cut(cut, None)
         if not parts:
             return None
-        cols = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-        key = np.concatenate([p[2] for p in parts])
-        cpu_col = np.concatenate([np.full(len(p[2]), p[0], dtype=np.uint16) for p in parts])
-        order = np.argsort(key, kind="stable")
-        order = self._fix_ties(order, key, cpu_col, parts)
+        el = Elements.concat([p[1] for p in parts])
+        lengths = [len(p[1]) for p in parts]
+        cpu_col = np.repeat(np.asarray([p[0] for p in parts], dtype=np.uint16), lengths)
+        order = np.argsort(el.key, kind="stable")
+        order = self._fix_ties(order, el.key, cpu_col, parts)
         total = len(order)
-        # Update each CPU's latest output position (its last element in concatenation order).
+        # Each CPU's latest output position: where its last concatenated element went.
+        ends = np.cumsum(lengths) - 1
         pos_of = np.empty(total, dtype=np.int64)
         pos_of[order] = np.arange(total)
-        start = 0
-        for cpu, _, k in parts:
-            start += len(k)
-            self.state[cpu].last_pos = self.out_pos + int(pos_of[start - 1])
+        for (cpu, _), end in zip(parts, ends.tolist(), strict=True):
+            self.state[cpu].last_pos = self.out_pos + int(pos_of[end])
         self.out_pos += total
-        out = {k: v[order] for k, v in cols.items()}
-        out["cpu"] = cpu_col[order]
-        return out
+        return Taken(el, cpu_col, order)
 
     def _fix_ties(
         self,
         order: npt.NDArray[np.intp],
         key: U64,
         cpu_col: npt.NDArray[np.uint16],
-        parts: list[tuple[int, dict[str, np.ndarray], U64]],
+        parts: list[tuple[int, Elements]],
     ) -> npt.NDArray[np.intp]:
+        if len(parts) == 1:
+            return order
         sk = key[order]
         sc = cpu_col[order]
         clash = np.flatnonzero((sk[1:] == sk[:-1]) & (sc[1:] != sc[:-1]))
@@ -189,9 +262,9 @@ class Merger:
         # Concatenation index of each CPU block's first element.
         block_start: dict[int, int] = {}
         start = 0
-        for cpu, _, k in parts:
+        for cpu, el in parts:
             block_start[cpu] = start
-            start += len(k)
+            start += len(el)
         pos_of = np.empty(len(order), dtype=np.int64)
         pos_of[order] = np.arange(len(order))
         bounds = np.flatnonzero(sk[1:] != sk[:-1]) + 1
@@ -222,7 +295,7 @@ class Merger:
         return order
 
     def pending_count(self) -> int:
-        return sum(len(st.pending_key) for st in self.state.values())
+        return sum(len(st.pending) for st in self.state.values())
 
 
 def xenalyze_cpu_qhz(cpu_mhz: float) -> int:
