@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
+from blktrace_xen.model.disk_deferred import C_AP, C_RD, WIDTH
 from blktrace_xen.model.events import (
     BackendHalted,
     DisconnectAnswered,
@@ -458,9 +459,14 @@ class Backend:
             if kind == IO_WRITE:
                 self._wrote(t_ns, req)
             elif kind == IO_READ:
-                disk = self.sys.disk
-                if disk is not None:
-                    data = disk.read(req.sector_number, req.nr_sectors)
+                sys = self.sys
+                dlog = sys.disk_log
+                if dlog is not None:
+                    # DeferredDiskOracle.read, inlined (hot path): the data is a token.
+                    data = (len(dlog) // WIDTH,)
+                    dlog += (C_RD, -1, req.sector_number, req.nr_sectors, 0)
+                elif sys.disk is not None:
+                    data = sys.disk.read(req.sector_number, req.nr_sectors)
         self._respond(t_ns, req, status, data)
         done = self._io_done
         if done is not None:
@@ -486,12 +492,9 @@ class Backend:
         disk = sys.disk
         deferred = sys.deferred
         if deferred is not None:
-            deferred.log_apply(
-                (t_ns, sys.key, req.id, self.instance, len(sys.violations)),
-                req.seq,
-                req.sector_number,
-                req.nr_sectors,
-            )
+            # DeferredDiskOracle.log_apply, inlined (hot path).
+            deferred.log += (C_AP, req.seq, req.sector_number, req.nr_sectors, 0)
+            deferred.ctx.append((t_ns, sys.key, req.id, self.instance, len(sys.violations)))
         elif disk is not None:
             for p in disk.apply_write(req.seq, req.sector_number, req.nr_sectors):
                 self.violate(t_ns, p.invariant, req.id, None, p.message, seq=p.seq, **p.evidence)

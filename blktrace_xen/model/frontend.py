@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
-from blktrace_xen.model.disk_deferred import C_AK, C_FL
+from blktrace_xen.model.disk_deferred import C_AK, C_FL, C_VR
 from blktrace_xen.model.events import (
     FrontMutateSlot,
     FrontSubmit,
@@ -233,7 +233,8 @@ class Frontend:
         outstanding = self.outstanding
         answered = self.answered
         disk = sys.disk
-        deferred = sys.deferred
+        dlog = sys.disk_log
+        dctx = sys.disk_ctx
         retire = logic.retire
         slot_rsp = ring.slot_rsp
         mask = ring.mask
@@ -294,23 +295,19 @@ class Frontend:
                     if op == 0
                     else io_kind(op, req.indirect_op, req.nr_sectors)
                 )
-                if deferred is not None:
+                if dlog is not None:
                     if kind == IO_WRITE:
-                        deferred.log += (
-                            C_AK if status == BLKIF_RSP_OKAY else C_FL,
-                            req.seq,
-                            0,
-                            0,
-                            0,
-                        )
+                        dlog += (C_AK if status == BLKIF_RSP_OKAY else C_FL, req.seq, 0, 0, 0)
                     elif kind == IO_READ and status == BLKIF_RSP_OKAY:
-                        deferred.log_verify(
-                            (t_ns, sys.key, rid, idx, len(sys.violations)),
+                        # DeferredDiskOracle.log_verify, inlined (hot path).
+                        dlog += (
+                            C_VR,
                             req.seq,
                             req.sector_number,
                             req.nr_sectors,
-                            data,
+                            data[0] if data is not None else -1,
                         )
+                        dctx.append((t_ns, sys.key, rid, idx, len(sys.violations)))
                 elif kind == IO_WRITE:
                     if status == BLKIF_RSP_OKAY:
                         disk.ack_write(req.seq)

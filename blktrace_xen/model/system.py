@@ -15,7 +15,7 @@ from typing import Any
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.model.backend import Backend
 from blktrace_xen.model.disk import DiskOracle, DiskReport
-from blktrace_xen.model.disk_deferred import DeferredDiskOracle
+from blktrace_xen.model.disk_deferred import Ctx, DeferredDiskOracle
 from blktrace_xen.model.events import (
     BackComplete,
     BackConsume,
@@ -76,6 +76,7 @@ class RingSystem:
         # input would cost as much as the logging).
         self.deferred = disk if isinstance(disk, DeferredDiskOracle) else None
         self.disk_log: list[int] | None = self.deferred.log if self.deferred is not None else None
+        self.disk_ctx: list[Ctx] = self.deferred.ctx if self.deferred is not None else []
         self.actions = actions
         self.violations = violations
         self.seq = seq  # shared submission counter: [next seq]
