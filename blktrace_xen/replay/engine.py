@@ -130,14 +130,14 @@ def run_logic(
     last_key: object = None
     handlers: dict[type, Callable[[Any], None]] = {}
     backends: list[Backend] = []
-    frontend: Frontend | None = None
+    fe: Frontend | None = None
     for i, ev in enumerate(events):
         key = rings[i]
         if key is not last_key:
             sys = model.ring(key)
             handlers = sys.handlers
             backends = sys.backends  # the RingSystem appends to this very list
-            frontend = sys.frontend  # one per ring, for good
+            fe = sys.frontend  # one per ring, for good
             last_key = key
         try:
             if ev is not None:
@@ -146,11 +146,11 @@ def run_logic(
                 tev = type(ev)
                 if tev is FrontSubmit:
                     s = seq_box[0]
-                    frontend.submit(ev)  # type: ignore[union-attr]
+                    fe.submit(ev)  # type: ignore[union-attr]
                     if seq_box[0] != s:
                         seq_of[refs[i]] = s
                 elif tev is FrontConsume:
-                    frontend.consume(ev.t_ns)  # type: ignore[union-attr]
+                    fe.consume(ev.t_ns)  # type: ignore[union-attr]
                 elif tev is BackConsume:
                     backends[-1].consume(ev.t_ns)
                 else:
