@@ -130,7 +130,7 @@ def run_logic(
     last_key: object = None
     handlers: dict[type, Callable[[Any], None]] = {}
     backends: list[Backend] = []
-    fe: Frontend | None = None
+    fe: Frontend  # set with the first ring
     for i, ev in enumerate(events):
         key = rings[i]
         if key is not last_key:
@@ -146,11 +146,11 @@ def run_logic(
                 tev = type(ev)
                 if tev is FrontSubmit:
                     s = seq_box[0]
-                    fe.submit(ev)  # type: ignore[union-attr]
+                    fe.submit(ev)  # type: ignore[arg-type]
                     if seq_box[0] != s:
                         seq_of[refs[i]] = s
                 elif tev is FrontConsume:
-                    fe.consume(ev.t_ns)  # type: ignore[union-attr]
+                    fe.consume(ev.t_ns)
                 elif tev is BackConsume:
                     backends[-1].consume(ev.t_ns)
                 else:
