@@ -208,15 +208,16 @@ def _block_rows(
     words: npt.NDArray[np.uint32], block: Block, event: npt.NDArray[np.uint32], idx: _I64
 ) -> dict[str, np.ndarray]:
     """Columns of the block's records ``idx``, each gathered once (data words from ``words``)."""
-    has = block.has_tsc[idx]
-    n_extra = block.n_extra[idx]
+    # np.take: several times cheaper than fancy indexing for these gathers.
+    has = np.take(block.has_tsc, idx)
+    n_extra = np.take(block.n_extra, idx)
     # Extra words follow the header and, when present, the two TSC words.
-    first = block.rec_pos[idx] + 1 + (has.view(np.uint8).astype(np.int64) << 1)
+    first = np.take(block.rec_pos, idx) + 1 + (has.view(np.uint8).astype(np.int64) << 1)
     cols: dict[str, np.ndarray] = {
-        "event": event[idx],
+        "event": np.take(event, idx),
         "has_tsc": has,
         "n_extra": n_extra,
-        "file_offset": block.file_offset[idx],
+        "file_offset": np.take(block.file_offset, idx),
     }
     for i, col in enumerate(data_columns(words, first, n_extra)):
         cols[f"d{i}"] = col
@@ -242,13 +243,16 @@ def _rows(
     if n_in == len(rows):
         return {k: carry[k][rows] for k in _CARRY_COLUMNS}
     assert block is not None and event is not None
-    fresh = _block_rows(words, block, event, rows[~in_carry] - n_carry)
-    out: dict[str, np.ndarray] = {}
+    # Few rows are carried: gather every row from the block (carried ones from
+    # a stand-in record) and patch the carried ones, instead of a masked
+    # scatter of every column.
+    at = np.flatnonzero(in_carry)
+    idx = rows - n_carry
+    idx[at] = 0
+    out = _block_rows(words, block, event, idx)
+    from_carry = rows[at]
     for k in _CARRY_COLUMNS:
-        col = np.empty(len(rows), dtype=fresh[k].dtype)
-        col[in_carry] = carry[k][rows[in_carry]]
-        col[~in_carry] = fresh[k]
-        out[k] = col
+        out[k][at] = carry[k][from_carry]
     return out
 
 
