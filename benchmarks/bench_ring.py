@@ -1,36 +1,41 @@
-"""Benchmark: decode >= 1 M order-0 ring snapshots (x86_64-abi), and read a pcapng capture.
+"""Benchmark: the public ring-capture path on >= 1 M order-0 snapshots (x86_64-abi).
 
-Usage: python benchmarks/bench_ring.py [--snapshots 1000000] [--chunk 65536] [--pcapng 100000]
+Usage: python benchmarks/bench_ring.py [--snapshots 250000 1000000] [--chunk 16384] [--dir DIR]
 
-Part 1 streams synthetic snapshots through the vectorised decoder in chunks
-(bounded memory: one chunk of pages plus its derived rows): headers, slot
-views, request/response decode and pairing. Each snapshot publishes one
-request and answers the previous one, so every snapshot yields one full
-request and one response. Page generation is not timed.
-Part 2 writes a pcapng capture with our writer and times read_ringcap +
-derive_ring_streams on it (page cache warm).
-Prints GB/s of page data and peak RSS (ru_maxrss).
+For each size, writes a pcapng capture (SHB and IDB by RingcapWriter; the
+snapshot blocks with NumPy in RingcapWriter's exact layout, checked byte for
+byte against it on the first 1,000 snapshots), then times, each in a fresh
+interpreter under /usr/bin/time -v (page cache warm, file just written):
+
+* ``chunked``: derive_ring_streams_chunked(iter_ringcap_chunks(path)) - the
+  bounded-memory public path - run twice in the process (cold, then warm);
+* ``whole``: derive_ring_streams(read_ringcap(path)) - the whole-file map.
+
+Each snapshot publishes one request and answers the previous one, so each
+yields one full request and one response. Prints GB/s of page data (4096
+bytes per snapshot), wall time of the process and peak RSS (which counts the
+file pages mapped at the time, as well as anonymous memory).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from blktrace_xen.decode.ring import _derive_one, _RingInput, derive_ring_streams
-from blktrace_xen.decode.ringcap import read_ringcap
-from blktrace_xen.encode.blkif import RingPage
-from blktrace_xen.encode.ringcap import RingcapWriter
-
 PAGE = 4096
+NR_ENTS = 32
+ENTRY = 112
+BLOCK = 28 + PAGE + 28 + 4 + 4  # EPB head, page, tsc comment, end of options, trailer
 
 
-def make_chunk(first: int, count: int, template: np.ndarray) -> np.ndarray:
+def make_pages(first: int, count: int, template: np.ndarray) -> np.ndarray:
     """Snapshots first..first+count-1: req_prod = k + 1, rsp_prod = k."""
     pages = np.repeat(template[None, :], count, axis=0)
     k = np.arange(first, first + count, dtype=np.uint64)
@@ -39,96 +44,160 @@ def make_chunk(first: int, count: int, template: np.ndarray) -> np.ndarray:
     hdr[:, 1] = (k + 2) & 0xFFFFFFFF
     hdr[:, 2] = k & 0xFFFFFFFF
     hdr[:, 3] = (k + 1) & 0xFFFFFFFF
-    slots = pages[:, 64 : 64 + 32 * 112].reshape(count, 32, 112)
+    slots = pages[:, 64 : 64 + NR_ENTS * ENTRY].reshape(count, NR_ENTS, ENTRY)
     rows = np.arange(count)
     # the new request k (full) and the response to request k-1 in its slot
-    req = slots[rows, (k % 32).astype(np.intp)]
-    req[:, 8:16] = (k * 7)[:, None].view(np.uint8).reshape(count, 8)
+    req = slots[rows, (k % NR_ENTS).astype(np.intp)]
+    req[:, 8:16] = k[:, None].view(np.uint8).reshape(count, 8)
     req[:, 16:24] = (k * 8)[:, None].view(np.uint8).reshape(count, 8)
-    rsp = slots[rows, ((k - 1) % 32).astype(np.intp)]
-    rsp[:, 0:8] = ((k - 1) * 7)[:, None].view(np.uint8).reshape(count, 8)
+    rsp = np.zeros((count, ENTRY), np.uint8)
+    rsp[:, 0:8] = (k - 1)[:, None].view(np.uint8).reshape(count, 8)
     rsp[:, 8] = 1
-    slots[rows, (k % 32).astype(np.intp)] = req
-    slots[rows, ((k - 1) % 32).astype(np.intp)] = rsp
+    slots[rows, (k % NR_ENTS).astype(np.intp)] = req
+    has_prev = k > 0
+    slots[rows[has_prev], ((k[has_prev] - 1) % NR_ENTS).astype(np.intp)] = rsp[has_prev]
     return pages
 
 
-def bench_decode(n: int, chunk: int) -> None:
+def _template() -> np.ndarray:
+    from blktrace_xen.encode.blkif import RingPage
+
     r = RingPage("x86_64-abi", 0)
-    for s in range(32):
+    for s in range(NR_ENTS):
         r.put_request(s, operation=1, id=0, segments=[(5, 0, 7)])
-    template = np.frombuffer(r.to_bytes(), dtype=np.uint8)
-    t_dec = 0.0
-    nreq = nrsp = 0
-    warnings: list[str] = []
-    for first in range(1, n + 1, chunk):
-        count = min(chunk, n + 1 - first)
-        # one snapshot of overlap so a chunk continues where the last ended
-        pages = make_chunk(first - 1, count + 1, template)
-        ns = np.arange(first - 1, first + count, dtype=np.int64) * 3_000_000
-        ring = _RingInput(
-            key=(1, 51712, 0),
-            abi="x86_64-abi",
-            nr_ents=32,
-            ns=ns,
-            tsc=np.zeros(len(ns), np.uint64),
-            tsc_valid=np.zeros(len(ns), bool),
-            pages=pages,
-        )
-        t0 = time.perf_counter()
-        out = _derive_one(ring, warnings)
-        t_dec += time.perf_counter() - t0
-        # the overlap snapshot re-shows the one outstanding request: count it once
-        nreq += out["requests"].height - (1 if first > 1 else 0)
-        nrsp += out["responses"].height
+    return np.frombuffer(r.to_bytes(), dtype=np.uint8)
+
+
+def _blocks(first: int, count: int, template: np.ndarray) -> bytes:
+    """Enhanced packet blocks of snapshots first.., as RingcapWriter.write_snapshot writes them."""
+    out = np.zeros((count, BLOCK), np.uint8)
+    k = np.arange(first, first + count, dtype=np.uint64)
+    ns = k * 3_000_000
+    head = out[:, :28].view("<u4")
+    head[:, 0] = 6
+    head[:, 1] = BLOCK
+    head[:, 2] = 0
+    head[:, 3] = ns >> np.uint64(32)
+    head[:, 4] = ns & np.uint64(0xFFFFFFFF)
+    head[:, 5] = PAGE
+    head[:, 6] = PAGE
+    out[:, 28 : 28 + PAGE] = make_pages(first, count, template)
+    opt = 28 + PAGE
+    out[:, opt : opt + 4].view("<u2")[:] = (1, 24)
+    text = "".join(f"tsc={7 * int(v):020d}" for v in range(first, first + count)).encode()
+    out[:, opt + 4 : opt + 28] = np.frombuffer(text, np.uint8).reshape(count, 24)
+    out[:, BLOCK - 4 :].view("<u4")[:, 0] = BLOCK
+    return out.tobytes()
+
+
+def write_capture(path: Path, n: int, chunk: int = 65536) -> None:
+    from blktrace_xen.encode.ringcap import RingcapWriter
+
+    template = _template()
+    with RingcapWriter(path) as w:
+        w.add_ring(1, 51712)
+    with open(path, "ab") as f:
+        for first in range(0, n, chunk):
+            f.write(_blocks(first, min(chunk, n - first), template))
+
+
+def check_layout(tmp: Path) -> None:
+    """The NumPy-written blocks are byte for byte what RingcapWriter writes."""
+    from blktrace_xen.encode.ringcap import RingcapWriter
+
+    n = 1000
+    template = _template()
+    ours, ref = tmp / "ours.pcapng", tmp / "ref.pcapng"
+    write_capture(ours, n, chunk=300)
+    pages = make_pages(0, n, template)
+    with RingcapWriter(ref) as w:
+        i = w.add_ring(1, 51712)
+        for k in range(n):
+            w.write_snapshot(i, k * 3_000_000, pages[k].tobytes(), tsc=7 * k)
+    if ours.read_bytes() != ref.read_bytes():
+        raise SystemExit("benchmark capture differs from RingcapWriter's output")
+    ours.unlink()
+    ref.unlink()
+
+
+def measure(path: Path, mode: str, chunk: int, n: int) -> None:
+    """In a fresh interpreter: time the public path twice (cold, warm)."""
+    t0 = time.perf_counter()
+    from blktrace_xen.decode.ring import derive_ring_streams, derive_ring_streams_chunked
+    from blktrace_xen.decode.ringcap import iter_ringcap_chunks, read_ringcap
+
+    t_imp = time.perf_counter() - t0
     gb = n * PAGE / 1e9
-    print(
-        f"decode: {n} snapshots, {gb:.2f} GB of page data in {t_dec:.2f} s = "
-        f"{gb / t_dec:.2f} GB/s, {n / t_dec / 1e6:.2f} M snapshots/s; "
-        f"{nreq} requests, {nrsp} responses, chunk {chunk}"
-    )
-
-
-def bench_pcapng(n: int) -> None:
-    r = RingPage("x86_64-abi", 0)
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "bench.pcapng"
+    for label in ("cold", "warm"):
         t0 = time.perf_counter()
-        with RingcapWriter(p) as w:
-            i = w.add_ring(1, 51712)
-            for k in range(n):
-                r.put_request(k, operation=1, id=k, segments=[(5, 0, 7)])
-                r.req_prod = k + 1
-                if k:
-                    r.put_response(k - 1, id=k - 1, operation=1, status=0)
-                    r.rsp_prod = k
-                w.write_snapshot(i, k * 3_000_000, r.to_bytes(), tsc=k)
-        t_w = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cap = read_ringcap(p)
-        t_r = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        st = derive_ring_streams(cap)
-        t_d = time.perf_counter() - t0
-        gb = n * PAGE / 1e9
-        print(
-            f"pcapng: {n} snapshots ({p.stat().st_size / 1e9:.2f} GB file): write {t_w:.2f} s, "
-            f"read_ringcap {t_r:.2f} s = {gb / t_r:.2f} GB/s, derive {t_d:.2f} s = "
-            f"{gb / t_d:.2f} GB/s; {st.requests.height} requests"
+        if mode == "chunked":
+            st = derive_ring_streams_chunked(iter_ringcap_chunks(path, snapshots_per_chunk=chunk))
+        else:
+            st = derive_ring_streams(read_ringcap(path))
+        dt = time.perf_counter() - t0
+        assert st.requests.height == n and st.responses.height == n - 1, (
+            st.requests.height,
+            st.responses.height,
         )
+        assert st.requests["id"][-1] == n - 1
+        out_mb = (st.requests.estimated_size() + st.responses.estimated_size()) / 2**20
+        print(
+            f"RESULT {label} {dt:.3f} s {gb / dt:.2f} GB/s "
+            f"(imports {t_imp:.2f} s, output tables {out_mb:.0f} MB)",
+            flush=True,
+        )
+        del st
+
+
+def _run_child(path: Path, mode: str, chunk: int, n: int) -> None:
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        __file__,
+        "--measure",
+        mode,
+        "--file",
+        str(path),
+        "--chunk",
+        str(chunk),
+        "--snapshots",
+        str(n),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)[1]) / 1024
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", p.stderr)[1]
+    results = [line.removeprefix("RESULT ") for line in p.stdout.splitlines() if "RESULT" in line]
+    label = f"{mode} (chunk {chunk})" if mode == "chunked" else mode
+    print(f"  {label:<22} {' | '.join(results)}; process wall {wall}, peak RSS {rss:.0f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--snapshots", type=int, default=1_000_000)
-    ap.add_argument("--chunk", type=int, default=65536)
-    ap.add_argument("--pcapng", type=int, default=100_000)
+    ap.add_argument("--snapshots", type=int, nargs="+", default=[250_000, 1_000_000])
+    ap.add_argument("--chunk", type=int, default=16384)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--measure", choices=["chunked", "whole"], default=None)
+    ap.add_argument("--file", type=Path, default=None)
     a = ap.parse_args()
-    bench_decode(a.snapshots, a.chunk)
-    if a.pcapng:
-        bench_pcapng(a.pcapng)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {rss:.0f} MB")
+    if a.measure:
+        measure(a.file, a.measure, a.chunk, a.snapshots[0])
+        return
+    with tempfile.TemporaryDirectory(dir=a.dir) as d:
+        tmp = Path(d)
+        check_layout(tmp)
+        for n in a.snapshots:
+            path = tmp / f"ring-{n}.pcapng"
+            t0 = time.perf_counter()
+            write_capture(path, n)
+            t_w = time.perf_counter() - t0
+            print(
+                f"{n} snapshots, {n * PAGE / 1e9:.2f} GB of page data, "
+                f"{path.stat().st_size / 1e9:.2f} GB file (written in {t_w:.1f} s)"
+            )
+            _run_child(path, "chunked", a.chunk, n)
+            _run_child(path, "whole", a.chunk, n)
+            path.unlink()
 
 
 if __name__ == "__main__":

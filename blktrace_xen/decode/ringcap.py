@@ -724,7 +724,7 @@ def read_ringcap(path: str | Path, *, _vector: bool = True) -> RingCapture:
 
 
 def iter_ringcap_chunks(
-    path: str | Path, *, snapshots_per_chunk: int = 65536, _vector: bool = True
+    path: str | Path, *, snapshots_per_chunk: int = 16384, _vector: bool = True
 ) -> Iterator[RingCaptureChunk]:
     """Read a ring capture as consecutive chunks of at most ``snapshots_per_chunk`` snapshots.
 
