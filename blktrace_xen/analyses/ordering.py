@@ -7,6 +7,7 @@ import polars as pl
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_key, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.repeats import maybe_repeated
 from blktrace_xen.analyses.timeline import paired
 from blktrace_xen.streams import Streams
 
@@ -14,12 +15,12 @@ _SESSION = [*RING, "session"]
 OP_WRITE = 1
 
 
-def _io_in_issue_order(streams: Streams) -> pl.LazyFrame:
+def _io_in_issue_order(streams: Streams) -> pl.DataFrame:
     io = paired(streams)[0]
     # The stream builder emits io in request order; sort only if it did not.
     if not io["req_ns"].is_sorted():
         io = io.sort("req_ns", maintain_order=True, nulls_last=True)
-    return io.lazy()
+    return io
 
 
 @rule(
@@ -53,7 +54,7 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     ## Known false positives
     Not a violation itself (info).
     """
-    io = _io_in_issue_order(streams).filter(pl.col("rsp_ns").is_not_null())
+    io = _io_in_issue_order(streams).lazy().filter(pl.col("rsp_ns").is_not_null())
     # Earliest completion among requests issued after this one (suffix minimum).
     later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1).over(_SESSION)
     rows = (
@@ -87,6 +88,29 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
         ),
         evidence=["completed", "reordered", "max_reorder", "max_hol_wait_ns", "p99_hol_wait_ns"],
     )
+
+
+def _repeated_writes(io: pl.DataFrame) -> pl.DataFrame:
+    """The completed writes of ``io`` that may share ring and start sector with another, in order.
+
+    Only a (ring, sector) written more than once can pair up. A superset of
+    those rows comes from :func:`maybe_repeated` (hash counts, no sort): a row
+    dropped has a key no other write has, so it was no row's neighbour of the
+    same key below, and nothing else changes.
+    """
+    writes = (
+        io.lazy()
+        .with_row_index("_i")
+        .filter(
+            (pl.col("operation") == OP_WRITE)
+            & pl.col("sector_number").is_not_null()
+            & pl.col("rsp_ns").is_not_null()
+        )
+        .select("_i", ring_key().fill_null(0).alias("_rk"), "sector_number")
+        .collect()
+    )
+    keep = maybe_repeated(writes["_rk"].to_numpy(), writes["sector_number"].to_numpy())
+    return io[writes["_i"].filter(pl.Series(keep))]
 
 
 @rule(
@@ -125,14 +149,7 @@ def overlapping_write_reorder(streams: Streams, options: AnalysisOptions) -> pl.
     A guest filesystem that deliberately overwrites a block it does not care
     about (e.g. discarded journal blocks).
     """
-    io = _io_in_issue_order(streams).filter(
-        (pl.col("operation") == OP_WRITE)
-        & pl.col("sector_number").is_not_null()
-        & pl.col("rsp_ns").is_not_null()
-    )
-    # Only sectors written more than once can pair up; filtering first keeps
-    # the window below off millions of one-row groups.
-    io = io.filter(pl.col("sector_number").is_duplicated())
+    io = _repeated_writes(_io_in_issue_order(streams)).lazy()
     # Two stable single-key sorts (ring, then sector) order rows by sector,
     # ring and issue time; neighbours are then compared directly (a window
     # over millions of one-row sector groups is far slower).
