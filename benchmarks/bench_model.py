@@ -4,7 +4,8 @@ python benchmarks/bench_model.py [N_IOS]
 Workload: iodepth-16 random 4k read/write mix on one 32-slot ring; each I/O is four
 events (submit, consume, complete, consume). Events are built before timing.
 
-First linux-default in the three modes (oracle/actions off/on), then every registered
+First linux-default in the three modes (oracle/actions off/on) and with the oracle
+deferred (judged in bulk at the end, as replay runs it), then every registered
 logic (a one-sided logic paired with linux-default's other half) with the disk oracle on
 and actions off, which is how replay runs. Each figure is the best of 3 runs, given both
 as wall time and as the process's CPU time (the wall figure on a shared machine mostly
@@ -52,7 +53,9 @@ def workload(n_ios: int, depth: int = 16) -> list[object]:
     return evs
 
 
-def measure(evs: list[object], back: str, front: str, verify: bool, actions: bool) -> None:
+def measure(
+    evs: list[object], back: str, front: str, verify: bool, actions: bool, mode: str = "step"
+) -> None:
     wall = cpu = float("inf")
     for _ in range(3):
         w0, c0 = time.perf_counter(), time.process_time()
@@ -62,13 +65,15 @@ def measure(evs: list[object], back: str, front: str, verify: bool, actions: boo
             frontend=front,
             verify_data=verify,
             record_actions=actions,
+            disk_mode=mode,
         )
         wall = min(wall, time.perf_counter() - w0)
         cpu = min(cpu, time.process_time() - c0)
         assert not res.violations
     n = len(evs)
     print(
-        f"{back:28} {front:28} verify={verify!s:5} actions={actions!s:5} {n:>8} events "
+        f"{back:28} {front:28} verify={verify!s:5} actions={actions!s:5} disk={mode:8} "
+        f"{n:>8} events "
         f"wall {wall:5.2f} s {n / wall / 1e6:5.2f} M ev/s  "
         f"cpu {cpu:5.2f} s {n / cpu / 1e6:5.2f} M ev/s"
     )
@@ -79,6 +84,7 @@ def main() -> None:
     evs = workload(n)
     for verify, actions in [(False, False), (True, False), (True, True)]:
         measure(evs, "linux-default", "linux-default", verify, actions)
+    measure(evs, "linux-default", "linux-default", True, False, "deferred")
     for name, spec in LOGICS.items():
         if name == "linux-default":
             continue

@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/bench_replay.py [--ios 200000] [--batch 8] [--no-verify] [--repeat 3]
 
+Each logic's figure is the best of --repeat runs by process CPU time (wall beside it), the
+disk oracle's judging at the end included; "with build_input" adds the one-off conversion
+as if only that logic were replayed.
+
 A steady trace of one ring: the guest publishes ``batch`` writes/reads to random 4 KiB
 blocks, the backend consumes them together, the disk answers each after a spread of
 latencies, the frontend consumes each response. Streams are built with the same
@@ -91,28 +95,36 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per logic; the best is shown")
     args = ap.parse_args()
     streams = steady(args.ios, args.batch)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     inp = build_input(streams)
     t_build = time.perf_counter() - t0
+    t_build_cpu = time.process_time() - c0
     n = len(inp.events)
     print(f"{args.ios} I/Os -> {n} model input events")
-    print(f"build_input: {t_build:.2f} s  {n / t_build / 1e6:.2f} M events/s")
+    print(
+        f"build_input (once, shared by every logic): cpu {t_build_cpu:.2f} s "
+        f"{n / t_build_cpu / 1e6:.2f} M events/s  wall {t_build:.2f} s"
+    )
     verify = not args.no_verify
     for back, front in LOGICS:
-        # Best of --repeat: the VM is shared, and the slowest runs measure the neighbours.
-        r = min(
-            (
-                run_logic(inp, backend=back, frontend=front, verify_data=verify)
-                for _ in range(max(1, args.repeat))
-            ),
-            key=lambda run: run.elapsed_s,
-        )
+        # Best of --repeat, by CPU time: the VM is shared, and the slowest runs (and the
+        # wall clock) measure the neighbours. The oracle's judging at finish() is inside.
+        best_cpu = best_wall = float("inf")
+        r = None
+        for _ in range(max(1, args.repeat)):
+            c0 = time.process_time()
+            r = run_logic(inp, backend=back, frontend=front, verify_data=verify)
+            best_cpu = min(best_cpu, time.process_time() - c0)
+            best_wall = min(best_wall, r.elapsed_s)
+        assert r is not None
         bad = len(r.result.violations)
         skipped = sum(r.skipped_by_reason.values())
         print(
-            f"{back} / {front} (oracle {'on' if verify else 'off'}): {r.elapsed_s:.2f} s  "
-            f"{n / r.elapsed_s / 1e6:.3f} M events/s  {args.ios / r.elapsed_s / 1e6:.3f} M I/Os/s"
-            f"  violations={bad} skipped={skipped}"
+            f"{back} / {front} (oracle {'on' if verify else 'off'}): "
+            f"cpu {best_cpu:.3f} s {n / best_cpu / 1e6:.3f} M events/s  "
+            f"wall {best_wall:.3f} s {n / best_wall / 1e6:.3f} M events/s  "
+            f"with build_input {n / (best_cpu + t_build_cpu) / 1e6:.3f} M events/s (cpu)  "
+            f"violations={bad} skipped={skipped}"
         )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
