@@ -280,3 +280,21 @@ def test_chunk_size_must_be_positive(tmp_path: Path) -> None:
         list(iter_ringcap_chunks(p, snapshots_per_chunk=0))
     (only,) = list(iter_ringcap_chunks(p))
     assert only.snapshots.height == 0 and only.warnings == []
+
+
+@pytest.mark.parametrize(("seed", "per_chunk"), [(1, 3), (2, 17), (3, 1000)])
+def test_chunked_stream_parts_equal_the_whole_capture(
+    tmp_path: Path, seed: int, per_chunk: int
+) -> None:
+    from blktrace_xen.streams.from_ring import capture_parts, ringcap_parts
+
+    p = tmp_path / "c.pcapng"
+    _capture(p, seed, 80)
+    cap = read_ringcap(p)
+    whole = capture_parts(cap)
+    parts, warnings = ringcap_parts(p, snapshots_per_chunk=per_chunk)
+    assert warnings == cap.warnings
+    assert list(parts) == list(whole)
+    for name, df in whole.items():
+        assert_frame_equal(parts[name], df)
+    assert whole["snapshots"].height > 0 and whole["requests"].height > 0

@@ -8,13 +8,16 @@ discontinuities, so sessions split where the ring was re-initialised.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
 from blktrace_xen import schema
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from blktrace_xen.decode.ring import RingStreams
     from blktrace_xen.decode.ringcap import RingCapture
 
 # /local/domain/<domid>/device/vbd/<vdev>/<key...>
@@ -88,18 +91,56 @@ def capture_parts(capture: RingCapture) -> dict[str, pl.DataFrame]:
     from blktrace_xen.decode.ring import derive_ring_streams
 
     derived = derive_ring_streams(capture)
+    return _parts(capture.rings, capture.snapshots, capture.xenstore, derived)
+
+
+def ringcap_parts(
+    path: str | Path, *, snapshots_per_chunk: int = 16384
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """:func:`capture_parts` of the capture at ``path`` and its warnings, read chunk by chunk.
+
+    Memory is bounded by one chunk of pages plus the derived tables.
+    """
+    from blktrace_xen.decode.ring import RingStreamsBuilder
+    from blktrace_xen.decode.ringcap import iter_ringcap_chunks
+
+    builder = RingStreamsBuilder()
+    snapshots: dict[tuple[Any, ...], list[pl.DataFrame]] = {}  # per ring, by first snapshot
+    xenstore: list[pl.DataFrame] = []
+    warnings: list[str] = []
+    rings = pl.DataFrame(schema=schema.RINGS_SCHEMA)
+    for chunk in iter_ringcap_chunks(path, snapshots_per_chunk=snapshots_per_chunk):
+        builder.add(chunk)
+        for key, df in chunk.snapshots.partition_by(
+            ["domid", "vdev", "queue"], as_dict=True, maintain_order=True
+        ).items():
+            snapshots.setdefault(key, []).append(df)
+        xenstore.append(chunk.xenstore)
+        warnings.extend(chunk.warnings)
+        rings = chunk.rings
+        del chunk  # its file window goes before the next is mapped
+    derived = builder.finish()
+    # as read_ringcap lists them: each ring's snapshots together, rings by first snapshot
+    frames = [df for dfs in snapshots.values() for df in dfs]
+    snaps = pl.concat(frames) if frames else schema.empty("snapshots")
+    return _parts(rings, snaps, pl.concat(xenstore), derived), warnings
+
+
+def _parts(
+    rings: pl.DataFrame, snapshots: pl.DataFrame, xenstore: pl.DataFrame, derived: RingStreams
+) -> dict[str, pl.DataFrame]:
     control = pl.concat(
-        [control_from_xenstore(capture.xenstore), control_from_anomalies(derived.anomalies)]
+        [control_from_xenstore(xenstore), control_from_anomalies(derived.anomalies)]
     ).sort("ns", maintain_order=True)
     return {
         "requests": derived.requests,
         "responses": derived.responses,
         "control": control,
-        "snapshots": capture.snapshots,
-        "rings": capture.rings,
+        "snapshots": snapshots,
+        "rings": rings,
         "gaps": derived.gaps,
         "mutations": derived.mutations,
     }
 
 
-__all__ = ["capture_parts", "control_from_anomalies", "control_from_xenstore"]
+__all__ = ["capture_parts", "control_from_anomalies", "control_from_xenstore", "ringcap_parts"]

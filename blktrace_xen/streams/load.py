@@ -86,11 +86,10 @@ def _xentrace_parts(
 
 
 def _ringcap_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
-    from blktrace_xen.decode.ringcap import read_ringcap
-    from blktrace_xen.streams.from_ring import capture_parts
+    from blktrace_xen.streams.from_ring import ringcap_parts
 
-    capture = read_ringcap(path)
-    return capture_parts(capture), {"warnings": list(capture.warnings)}
+    parts, warnings = ringcap_parts(path)  # chunk by chunk: memory bounded by one chunk
+    return parts, {"warnings": warnings}
 
 
 def _streams_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
