@@ -770,12 +770,21 @@ def iter_ringcap_chunks(
 
 
 def ringcap_summary(path: str | Path) -> dict[str, Any]:
-    """What ``blktrace-xen info`` prints about a ring capture."""
-    cap = read_ringcap(path)
+    """What ``blktrace-xen info`` prints about a ring capture (read chunk by chunk)."""
+    frames: list[pl.DataFrame] = []
+    warnings: list[str] = []
+    xenstore_lines = 0
+    ring_table = pl.DataFrame(schema=schema.RINGS_SCHEMA)
+    for chunk in iter_ringcap_chunks(path):
+        frames.append(chunk.snapshots)
+        warnings.extend(chunk.warnings)
+        xenstore_lines += chunk.xenstore.height
+        ring_table = chunk.rings
+    snapshots = pl.concat(frames)
     rings = []
-    for row in cap.rings.iter_rows(named=True):
+    for row in ring_table.iter_rows(named=True):
         key = (row["domid"], row["vdev"], row["queue"])
-        s = cap.snapshots.filter(
+        s = snapshots.filter(
             (pl.col("domid") == key[0]) & (pl.col("vdev") == key[1]) & (pl.col("queue") == key[2])
         )
         rings.append(
@@ -792,11 +801,11 @@ def ringcap_summary(path: str | Path) -> dict[str, Any]:
         )
     return {
         "format": "ringcap",
-        "path": cap.path,
+        "path": str(path),
         "rings": rings,
-        "snapshots": cap.snapshots.height,
-        "xenstore_lines": cap.xenstore.height,
-        "warnings": cap.warnings,
+        "snapshots": snapshots.height,
+        "xenstore_lines": xenstore_lines,
+        "warnings": warnings,
     }
 
 
