@@ -47,9 +47,8 @@ def feed_all(
             model.feed(ev)
         except FrontendProtocolError as exc:
             rejected.append(exc.problem)
-        except (ModelUsageError, IndexError) as exc:
-            # A logic moved a machine illegally, or a legacy logic's C arrays overflowed on
-            # hostile input (xbd-2006 after an invented response): the same in both modes.
+        except ModelUsageError as exc:
+            # A logic moved a machine illegally: the same in both modes.
             rejected.append(repr(exc))
     return model.finish(), rejected, model
 

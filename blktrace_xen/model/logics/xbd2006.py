@@ -129,6 +129,18 @@ class Xbd2006RecoveryAsPosted:
                 "xbd: recovery ring exhausted (panic)",
             )
         idx = self.rec_ring_free
+        # rec_ring_retire trusts the response id (a KASSERT only), so a response
+        # for a slot that was not allocated threads a live slot, or an xbdreq
+        # pointer, into the free list; the C driver then scribbles over memory.
+        # The model stops there with a protocol error instead of an IndexError.
+        if not 0 <= idx < self.size or self.is_alloc(idx):
+            raise FrontendProtocolError(
+                fe.sys.ring_name,
+                fe.state.value,
+                "FrontSubmit",
+                f"xbd: recovery ring free list corrupted (next free {idx:#x} is not a free slot):"
+                " a response retired a slot that was not in flight",
+            )
         self.rec_ring_free = self.rec_id[idx]
         self.rec_operation[idx] = req.operation
         self.rec_nr_segments[idx] = req.nr_segments
