@@ -17,6 +17,7 @@ TRC_LOST_RECORDS = 0x0001F001  # structs.xentrace; not imported to keep start-up
 # 256 k records per chunk keeps temporaries small enough for malloc to recycle
 # them: RSS stays flat with file size (1 M-record chunks let it creep upwards).
 INGEST_CHUNK = 1 << 18
+ROW_GROUP_ROWS = 1 << 18
 
 
 def _ingest_xentrace(
@@ -58,8 +59,11 @@ def _ingest_xentrace(
         register_io_source(chunks, schema=EVENTS_SCHEMA).sink_parquet(
             out / "events.parquet",
             engine="streaming",
-            row_group_size=INGEST_CHUNK,
+            row_group_size=ROW_GROUP_ROWS,
             compression="lz4",  # 25 % faster than zstd here; every Parquet reader has it
+            # Per-column min/max cost ~0.3-0.4 s of CPU per 10 M rows (a quarter
+            # of the writer); nothing reads events.parquet with row-group pruning.
+            statistics=False,
         )
     finally:
         if bar is not None:
