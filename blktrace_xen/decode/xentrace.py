@@ -259,6 +259,7 @@ def _rows(
 def _frame(
     taken: Taken,
     run: IngestRun,
+    *,
     carry: dict[str, np.ndarray],
     words: npt.NDArray[np.uint32],
     block: Block | None,
@@ -312,6 +313,7 @@ def _cpu_groups(cpu: npt.NDArray[np.uint16]) -> list[tuple[int, _I64]]:
 def _add_block(
     merger: Merger,
     run: IngestRun,
+    *,
     words: npt.NDArray[np.uint32],
     block: Block,
     event: npt.NDArray[np.uint32],
@@ -341,8 +343,9 @@ def _add_block(
         else:
             lost = None
         merger.add(
-            cpu, sel + n_carry, has, block.tsc[sel], ~is_wrap[sel], lost, lost4, lost_first
-        )
+            cpu, sel + n_carry, has, block.tsc[sel], ~is_wrap[sel],
+            lost=lost, lost4=lost4, lost_first=lost_first,
+        )  # fmt: skip
 
 
 def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterator[pl.DataFrame]:
@@ -398,13 +401,16 @@ def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterat
                     f"incomplete last record at offset {block.truncated_at:#x} ignored"
                 )
             event = block.header & np.uint32(xt.TRC_EVENT_MASK)
-            _add_block(merger, run, words, block, event, len(carry["event"]) if carry else 0)
+            _add_block(
+                merger, run, words=words, block=block, event=event,
+                n_carry=len(carry["event"]) if carry else 0,
+            )  # fmt: skip
             live = {c for c, last in last_window.items() if last >= b}
             limit = merger.horizon(live) if live else None
             if not (live and limit is None):
                 taken = merger.take(limit)
                 if taken is not None:
-                    frame = _frame(taken, run, carry, words, block, event)
+                    frame = _frame(taken, run, carry=carry, words=words, block=block, event=event)
                     if frame.height:
                         yield frame
             keep = merger.pending_rows()
@@ -412,7 +418,7 @@ def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterat
             merger.renumber(keep)
         rest = merger.take(None)
         if rest is not None:
-            frame = _frame(rest, run, carry, words, None, None)
+            frame = _frame(rest, run, carry=carry, words=words, block=None, event=None)
             if frame.height:
                 yield frame
 

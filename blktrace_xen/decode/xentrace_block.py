@@ -104,9 +104,7 @@ def decode_block(
         idx = np.minimum(first + i, last)
         col = words[idx]
         data.append(np.where(present, col, np.uint32(0)).astype(np.uint32, copy=False))
-    return Block(
-        cpu, has, tsc, hdr, n_extra, data, file_offset, truncated_at, rec_pos, win_records
-    )
+    return Block(cpu, has, tsc, hdr, n_extra, data, file_offset, truncated_at, rec_pos, win_records)
 
 
 def _tsc(words: U32, rec_pos: I64, has: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint64]:

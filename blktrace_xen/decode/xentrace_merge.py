@@ -25,7 +25,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -141,6 +140,7 @@ class Merger:
         has: Bools,
         tsc: U64,
         emit: Bools,
+        *,
         lost: Bools | None = None,
         lost4: Bools | None = None,
         lost_first: U64 | None = None,
@@ -197,11 +197,12 @@ class Merger:
         srcs = [st.pending.src for st in self.state.values() if len(st.pending)]
         if not srcs:
             return np.zeros(0, dtype=np.int64)
-        rows = np.unique(np.concatenate(srcs))
-        return rows[rows != ACTIVATION_ROW]
+        rows: I64 = np.unique(np.concatenate(srcs))
+        kept: I64 = rows[rows != ACTIVATION_ROW]
+        return kept
 
     def renumber(self, rows: I64) -> None:
-        """Give pending elements row ids 0.. in the order of ``rows`` (from :meth:`pending_rows`)."""
+        """Number pending elements' rows 0.. in the order of ``rows`` (:meth:`pending_rows`)."""
         for st in self.state.values():
             src = st.pending.src
             if len(src):
