@@ -9,6 +9,11 @@ and on the same file, each tool's first run and its warm repeats with
 
     python benchmarks/bench_xentrace.py --records 10 --repeats 3
     python benchmarks/bench_xentrace.py --records 40 --repeats 1
+    python benchmarks/bench_xentrace.py --records 10 --stages   # ingest, stage by stage
+
+``--stages`` times ingest's stages inside one process instead (CPU time of
+the process, all threads, and wall; best of the repeats after a first run):
+decode to frames, the Parquet sink of those frames alone, and the whole ingest.
 """
 
 from __future__ import annotations
@@ -103,13 +108,63 @@ def timed(cmd: list[str]) -> dict[str, float]:
     return {"wall_s": secs, "cpu_s": cpu, "rss_mb": int(rss[1]) / 1024}
 
 
+def stages(path: Path, repeats: int) -> None:
+    import os
+
+    from blktrace_xen.cli import recycle_freed_memory
+
+    recycle_freed_memory()  # as the CLI does
+    import polars as pl
+    from polars.io.plugins import register_io_source
+
+    from blktrace_xen.cli.commands.ingest import ROW_GROUP_ROWS, _ingest_xentrace
+    from blktrace_xen.decode.xentrace import IngestRun, iter_xentrace_chunks
+    from blktrace_xen.schema import EVENTS_SCHEMA
+
+    out = DATA / "ingest-stages"
+    frames: list[pl.DataFrame] = []
+
+    def decode() -> None:
+        run = IngestRun.start(path, float(CPU_MHZ))
+        frames[:] = iter_xentrace_chunks(path, run=run, chunk_records=ROW_GROUP_ROWS)
+
+    def sink() -> None:
+        def src(*_: object) -> object:
+            yield from frames
+
+        out.mkdir(parents=True, exist_ok=True)
+        register_io_source(src, schema=EVENTS_SCHEMA).sink_parquet(  # type: ignore[arg-type]
+            out / "events.parquet", engine="streaming", row_group_size=ROW_GROUP_ROWS,
+            compression="lz4", statistics=False,
+        )  # fmt: skip
+
+    def whole() -> None:
+        _ingest_xentrace(path, out, float(CPU_MHZ), progress=False)
+
+    for name, fn in (("decode to frames", decode), ("sink of those frames", sink),
+                     ("whole ingest", whole)):  # fmt: skip
+        runs = []
+        for _ in range(1 + repeats):
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            runs.append((time.perf_counter() - w, time.process_time() - c))
+        warm = min(runs[1:]) if repeats else (float("nan"), float("nan"))
+        print(f"{name:22s} first {runs[0][0]:5.2f} s wall {runs[0][1]:5.2f} s CPU   "
+              f"warm {warm[0]:5.2f} s wall {warm[1]:5.2f} s CPU", flush=True)  # fmt: skip
+    print(f"{sum(f.height for f in frames)} rows; load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=10, help="millions of records")
     ap.add_argument("--repeats", type=int, default=3, help="warm repeats after the first run")
     ap.add_argument("--json", type=Path, help="write results here")
+    ap.add_argument("--stages", action="store_true", help="time ingest's stages in-process")
     args = ap.parse_args()
     path = build(args.records)
+    if args.stages:
+        stages(path, args.repeats)
+        return
     size_mb = path.stat().st_size / 1e6
     from blktrace_xen.decode.xentrace import summarize_xentrace
 

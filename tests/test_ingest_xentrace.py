@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +14,8 @@ from typer.testing import CliRunner
 import blktrace_xen.cli.commands.ingest as ingest_cmd
 from blktrace_xen.cli import app
 from blktrace_xen.decode.xentrace import iter_xentrace_chunks, read_xentrace
+from blktrace_xen.decode.xentrace_walk import scan_windows, walk_sequential
+from blktrace_xen.errors import MalformedRecord
 from blktrace_xen.schema import EVENTS_SCHEMA
 
 runner = CliRunner()
@@ -46,3 +50,56 @@ def test_ingest_parquet_equals_read_xentrace(
     meta = json.loads((out / "meta.json").read_text())
     assert meta["records"] == full.meta["records"] == events.height
     assert meta["lost_records"] == full.meta["lost_records"]
+
+
+def test_prefetch_keeps_order_and_raises_the_workers_error() -> None:
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise MalformedRecord("xentrace", "bad", path="x.bin", offset=8)
+
+    got: list[int] = []
+    with pytest.raises(MalformedRecord, match="bad"):
+        for x in ingest_cmd.prefetch(items(), depth=2):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_prefetch_stops_its_worker_when_the_consumer_stops() -> None:
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    it = ingest_cmd.prefetch(items(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # joins the worker
+    assert len(produced) <= 3 + 2 + 1  # taken, queued, and the one it was putting
+
+
+def test_corrupt_record_mid_file_is_one_error_line(
+    realxen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record far into the file claims more words than it has: the decode
+    # worker meets it after earlier chunks went to the writer, and the command
+    # still ends with one `error:` line naming the offset.
+    src = realxen / "steady" / "trace-all.bin"
+    data = bytearray(src.read_bytes())
+    win = scan_windows(bytes(data))
+    w = len(win.offset) * 3 // 4  # a late window
+    body = np.frombuffer(data, dtype="<u4")[
+        (win.offset[w] + 12) // 4 : (win.offset[w] + 12 + win.size[w]) // 4
+    ]
+    last = int(walk_sequential(body, 0)[-1])  # its last record ends at the window's end
+    assert body[last] >> 28 != 0xF
+    rec = win.offset[w] + 12 + last * 4
+    data[rec + 3] |= 0xF0  # TSC and 7 extra words: now it runs into the next window
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(ingest_cmd, "INGEST_CHUNK", 1)
+    res = runner.invoke(app, ["ingest", str(bad), "-o", str(tmp_path / "o"), "--cpu-mhz", "1000"])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.count("error:") == 1, res.stderr
+    assert "runs past the end of" in res.stderr and f"offset {rec:#x}" in res.stderr
+    assert "Traceback" not in res.output

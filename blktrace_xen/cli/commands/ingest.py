@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json as jsonlib
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,6 +20,54 @@ TRC_LOST_RECORDS = 0x0001F001  # structs.xentrace; not imported to keep start-up
 # them: RSS stays flat with file size (1 M-record chunks let it creep upwards).
 INGEST_CHUNK = 1 << 18
 ROW_GROUP_ROWS = 1 << 18
+# Decoded chunks waiting for the writer: memory stays a few chunks deep.
+PREFETCH_CHUNKS = 2
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterator[T], depth: int = PREFETCH_CHUNKS) -> Iterator[T]:
+    """``items``, produced by a worker thread up to ``depth`` ahead of the consumer.
+
+    Polars pulls a chunk only after encoding the previous one, so decode and
+    Parquet encoding ran one after the other; NumPy and Polars release the GIL
+    for their heavy loops, so a worker decoding the next chunk overlaps them.
+    An exception in the worker is raised here, at the item it replaced.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+
+    worker = threading.Thread(target=work, name="ingest-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _ingest_xentrace(
@@ -43,7 +93,8 @@ def _ingest_xentrace(
 
     def chunks(*_: Any) -> Iterator[pl.DataFrame]:
         # Polars pulls the chunks while it writes, so memory stays one chunk deep.
-        for frame in iter_xentrace_chunks(file, run=run, chunk_records=INGEST_CHUNK):
+        decoded = iter_xentrace_chunks(file, run=run, chunk_records=INGEST_CHUNK)
+        for frame in prefetch(decoded):
             lost = frame.filter(pl.col("event") == TRC_LOST_RECORDS)
             if lost.height:
                 # A filtered frame can share the chunk's buffers; copy the few
