@@ -6,7 +6,7 @@ import json as jsonlib
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,7 +26,7 @@ PREFETCH_CHUNKS = 2
 T = TypeVar("T")
 
 
-def prefetch(items: Iterator[T], depth: int = PREFETCH_CHUNKS) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = PREFETCH_CHUNKS) -> Generator[T, None, None]:
     """``items``, produced by a worker thread up to ``depth`` ahead of the consumer.
 
     Polars pulls a chunk only after encoding the previous one, so decode and
