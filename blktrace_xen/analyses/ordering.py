@@ -56,18 +56,18 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     """
     io = _io_in_issue_order(streams).lazy().filter(pl.col("rsp_ns").is_not_null())
     # Earliest completion among requests issued after this one (suffix minimum).
-    later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1).over(_SESSION)
+    # Computed inside the aggregation (a group keeps its rows' issue order): a
+    # window would scatter a 10 M-row column back only to be grouped again.
+    later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1)
+    hol = (pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0)
     rows = (
-        io.with_columns(
-            (pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0).alias("hol")
-        )
-        .group_by(_SESSION)
+        io.group_by(_SESSION)
         .agg(
             pl.len().alias("completed"),
             (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
             pl.col("reorder").abs().max().alias("max_reorder"),
-            pl.col("hol").max().alias("max_hol_wait_ns"),
-            pl.col("hol").quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
+            hol.max().alias("max_hol_wait_ns"),
+            hol.quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
             pl.col("req_ns").min().alias("ns"),
             pl.col("rsp_ns").max().alias("ns_end"),
         )
