@@ -19,14 +19,10 @@ import time
 from pathlib import Path
 
 import polars as pl
+from bench_analyses import generate  # the same input (Python puts this script's folder on sys.path)
 
 from blktrace_xen.analyses import RULES, btt_table, confidence, timeline
 from blktrace_xen.analyses.options import AnalysisOptions
-
-try:
-    from bench_analyses import generate  # run as a script from benchmarks/
-except ImportError:  # pragma: no cover - imported as a module from the repository root
-    from benchmarks.bench_analyses import generate
 
 
 def _rss_mb() -> float:
