@@ -119,9 +119,6 @@ KNOWN_PATCHED_NOISE: dict[tuple[str, str], str] = {
     ("migrate-during-io", "capture"): "source and target captures on one ring key",
 }
 KNOWN_LEGACY_EXTRA: dict[str, frozenset[str]] = {
-    # The event-index pass (analyses/indices.py) reads the source's late responses
-    # against the target's requests: its as-of joins do not yet match by session.
-    "migrate-during-io": frozenset({"response-overflow"}),
     # Injected too, but whether it is visible depends on which id was pending.
     "misbehaving-backend": frozenset({"response-op-mismatch"}),
 }

@@ -86,19 +86,21 @@ def _with_last(req: pl.DataFrame, rsp: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
     """Requests with ``last_rsp_idx``, responses with ``last_req_idx`` (see :func:`_event_indices`).
 
     Eager as-of joins: polars 1.x runs the lazy one about ten times slower.
+    Matched within a session: a migration's source and target (or any two
+    backend instances) share a ring key but not their indices.
     """
     reqs = req.join_asof(
-        rsp.select("ring_key", "ns", pl.col("idx").alias("last_rsp_idx")),
+        rsp.select("ring_key", "session", "ns", pl.col("idx").alias("last_rsp_idx")),
         on="ns",
-        by="ring_key",
+        by=["ring_key", "session"],
         strategy="backward",
         allow_exact_matches=False,
         check_sortedness=False,
     )
     rsps = rsp.join_asof(
-        req.select("ring_key", "ns", pl.col("idx").alias("last_req_idx")),
+        req.select("ring_key", "session", "ns", pl.col("idx").alias("last_req_idx")),
         on="ns",
-        by="ring_key",
+        by=["ring_key", "session"],
         strategy="backward",
         check_sortedness=False,
     )
@@ -139,6 +141,7 @@ def _event_summary(streams: Streams) -> _EventSummary:
             .with_columns(ring_key().alias("ring_key"))
             .select(
                 "ring_key",
+                "session",
                 "ns",
                 "idx",
                 (same & u32_ahead(prev_idx, "idx").is_between(1, HALF - 1)).alias("back"),
