@@ -59,11 +59,18 @@ def _observed(streams: Streams, maps: pl.LazyFrame) -> pl.LazyFrame:
     ring's events (a request or response at index i: producer i + 1) and its
     snapshots; ``next_req_idx`` the first request index after the map.
     """
-    snaps = streams.snapshots.lazy().select(*RING, "ns", "req_prod", "rsp_prod")
+    # Only rings with a map are looked up: the joins below sort what they are
+    # given, and a trace has millions of requests but a handful of maps.
+    mapped = maps.select(RING).unique()
+
+    def of_mapped(frame: pl.DataFrame) -> pl.LazyFrame:
+        return frame.lazy().join(mapped, on=RING, how="semi", nulls_equal=True)
+
+    snaps = of_mapped(streams.snapshots).select(*RING, "ns", "req_prod", "rsp_prod")
     out = maps
     for side, frame in (("req", streams.requests), ("rsp", streams.responses)):
         ev = (
-            frame.lazy()
+            of_mapped(frame)
             .filter(pl.col("idx").is_not_null())
             .select(*RING, pl.col("ns").alias(f"_{side}_ev_ns"), pl.col("idx").alias("_i"))
             .with_columns((pl.col("_i").cast(pl.Int64) + 1).alias(f"_{side}_ev"))
@@ -90,7 +97,7 @@ def _observed(streams: Streams, maps: pl.LazyFrame) -> pl.LazyFrame:
             .alias(f"obs_{side}_ns"),
         )
     nxt = (
-        streams.requests.lazy()
+        of_mapped(streams.requests)
         .filter(pl.col("idx").is_not_null())
         .select(*RING, pl.col("ns").alias("_next_ns"), pl.col("idx").alias("next_req_idx"))
         .sort("_next_ns")
