@@ -100,6 +100,29 @@ class Frontend:
     # ------------------------------------------------------------------ inputs
 
     def submit(self, ev: FrontSubmit) -> None:
+        self.submit_io(
+            ev.t_ns,
+            ev.operation,
+            ev.sector_number,
+            ev.nr_sectors,
+            ev.nr_segments,
+            ev.id,
+            ev.data_version,
+            ev.indirect_op,
+        )
+
+    def submit_io(  # noqa: PLR0917 - positional on purpose: replay's hot path
+        self,
+        t_ns: int,
+        op: int,
+        sector: int,
+        nr: int,
+        nr_segments: int,
+        want_id: int | None,
+        data_version: int = 0,
+        indirect_op: int | None = None,
+    ) -> None:
+        """:meth:`submit` from the event's fields (replay submits without the object)."""
         if self.state is not F_CONNECTED:
             self.check_legal("FrontSubmit")  # raises: CONNECTED is the only legal state
         sys = self.sys
@@ -110,21 +133,18 @@ class Frontend:
             raise self.illegal("FrontSubmit", f"ring full ({nr_ents} requests unanswered)")
         seq_box = sys.seq
         seq = seq_box[0]
-        op = ev.operation
-        sector = ev.sector_number
-        nr = ev.nr_sectors
         req = Req(
             0,
             op,
             sector,
             nr,
-            ev.nr_segments,
+            nr_segments,
             seq,
-            ev.data_version,
+            data_version,
             False,
-            ev.indirect_op if op == BLKIF_OP_INDIRECT else None,
+            indirect_op if op == BLKIF_OP_INDIRECT else None,
         )
-        rid = self.logic.log(self, req, ev.id)
+        rid = self.logic.log(self, req, want_id)
         seq_box[0] = seq + 1
         req.id = rid
         outstanding = self.outstanding
@@ -133,7 +153,7 @@ class Frontend:
             # Only a corrupted id allocator gets here (e.g. a free list broken by a
             # duplicate response): the older request can no longer be answered.
             self.violate(
-                ev.t_ns,
+                t_ns,
                 "request-not-answered",
                 rid,
                 None,
@@ -162,9 +182,9 @@ class Frontend:
         ring.req_prod = new
         acts = sys.actions
         if acts is not None:
-            self._pushed(acts, ev.t_ns, idx, req, False)
+            self._pushed(acts, t_ns, idx, req, False)
         if ((new - ring.rsp_prod) & MASK32) > nr_ents:
-            sys.producer_violation(ev.t_ns)
+            sys.producer_violation(t_ns)
 
     def push(self, t_ns: int, req: Req, reissue: bool) -> None:
         sys = self.sys

@@ -30,19 +30,32 @@ from blktrace_xen.errors import FrontendProtocolError
 from blktrace_xen.model.backend import Backend
 from blktrace_xen.model.events import (
     BackComplete,
-    BackConsume,
     BackRespond,
-    FrontConsume,
-    FrontSubmit,
     Violation,
 )
 from blktrace_xen.model.frontend import Frontend
 from blktrace_xen.model.logic import BackendLogic, FrontendLogic
 from blktrace_xen.model.ring import MASK32
 from blktrace_xen.model.system import Model, RingSystem, RunResult
-from blktrace_xen.replay.inputs import K_COMPLETE, K_RESPONSE, ReplayInput
+from blktrace_xen.replay.inputs import (
+    K_COMPLETE,
+    K_CONSUME,
+    K_FRONT_CONSUME,
+    K_RESPONSE,
+    K_SUBMIT,
+    ReplayInput,
+)
 
 MAX_SKIPPED_KEPT = 50
+_ILLEGAL = "illegal in this logic's state"
+# What a skipped row is called in the report (rows of other kinds: their event's class).
+_EVENT_NAMES = {
+    K_SUBMIT: "FrontSubmit",
+    K_CONSUME: "BackConsume",
+    K_FRONT_CONSUME: "FrontConsume",
+    K_COMPLETE: "response",
+    K_RESPONSE: "response",
+}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -103,10 +116,9 @@ def run_logic(
     skipped: list[Skipped] = []
     by_reason: dict[str, int] = {}
     feed = model.feed
-    events = inp.events
     kinds = inp.kinds
     refs = inp.refs
-    payload = inp.payload
+    args = inp.args
     rings = inp.rings
     times = inp.times
 
@@ -125,14 +137,16 @@ def run_logic(
 
     t0 = time.perf_counter()
     fed = 0
-    # Model.feed inlined, as model.system.run does: the ring's handler table is looked up
-    # only when the ring changes (the ring keys are shared objects, so `is` suffices).
+    # Model.feed inlined, as model.system.run does, on the input's columns (no event
+    # objects): the ring's machines are looked up only when the ring changes (the ring
+    # keys are shared objects, so `is` suffices).
     last_key: object = None
     handlers: dict[type, Callable[[Any], None]] = {}
     backends: list[Backend] = []
     fe: Frontend  # set with the first ring
-    for i, ev in enumerate(events):
-        key = rings[i]
+    i = -1
+    for kind, t, key, arg in zip(kinds, times, rings, args, strict=True):
+        i += 1
         if key is not last_key:
             sys = model.ring(key)
             handlers = sys.handlers
@@ -140,26 +154,14 @@ def run_logic(
             fe = sys.frontend  # one per ring, for good
             last_key = key
         try:
-            if ev is not None:
-                # The three most frequent inputs go straight to their machine, as
-                # RingSystem's handlers would send them (a call less per event).
-                tev = type(ev)
-                if tev is FrontSubmit:
-                    s = seq_box[0]
-                    fe.submit(ev)  # type: ignore[arg-type]
-                    if seq_box[0] != s:
-                        seq_of[refs[i]] = s
-                elif tev is FrontConsume:
-                    fe.consume(ev.t_ns)
-                elif tev is BackConsume:
-                    backends[-1].consume(ev.t_ns)
-                else:
-                    handlers[tev](ev)
-                fed += 1
-                continue
-            rid, op, status, idx = payload[i]  # type: ignore[misc]
-            kind = kinds[i]
-            if kind == K_COMPLETE:
+            # The four frequent inputs go straight to their machine, as RingSystem's
+            # handlers would send them (no event object, a call less per event).
+            if kind == K_SUBMIT:
+                s = seq_box[0]
+                fe.submit_io(t, arg[0], arg[1], arg[2], arg[3], arg[4])
+                if seq_box[0] != s:
+                    seq_of[refs[i]] = s
+            elif kind == K_COMPLETE:
                 s2 = seq_of.get(refs[i])
                 if s2 is None:
                     skip(i, "BackComplete", "request not submitted under this logic", "")
@@ -174,30 +176,34 @@ def run_logic(
                     skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
                     continue
                 try:
-                    be.complete(times[i], req, status)
+                    be.complete(t, req, arg[1])
                 except FrontendProtocolError as exc:
                     if not exc.problem.startswith("no backend has"):
                         raise
                     skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
                     continue
+            elif kind == K_FRONT_CONSUME:
+                fe.consume(t)
+            elif kind == K_CONSUME:
+                backends[-1].consume(t)
             elif kind == K_RESPONSE:
-                sys = model.ring(rings[i])
+                op, status, idx, _, rid = arg[:5]
+                idx = -1 if idx is None else idx
+                sys = model.ring(key)
                 ahead = (idx - sys.ring.rsp_prod) & MASK32 if idx >= 0 else 0
                 if idx >= 0 and ahead >= 1 << 31:
                     skip(i, "response", "already produced by this logic", f"idx {idx}")
                     continue
                 if _id_holder(sys, rid):
-                    feed(BackComplete(t_ns=times[i], ring=rings[i], id=rid, status=status))
+                    feed(BackComplete(t_ns=t, ring=key, id=rid, status=status))
                 else:
-                    feed(
-                        BackRespond(
-                            t_ns=times[i], ring=rings[i], id=rid, operation=op, status=status
-                        )
-                    )
+                    feed(BackRespond(t_ns=t, ring=key, id=rid, operation=op, status=status))
+            else:
+                ev = inp.event(i)
+                handlers[type(ev)](ev)
             fed += 1
         except FrontendProtocolError as exc:
-            name = type(ev).__name__ if ev is not None else "response"
-            skip(i, name, "illegal in this logic's state", exc.problem)
+            skip(i, _EVENT_NAMES.get(kind) or type(inp.event(i)).__name__, _ILLEGAL, exc.problem)
     model.events += fed
     end_ns = (times[-1] + 1) if times else 0
     at_end = _complete_at_end(model, end_ns) if complete_at_end else 0

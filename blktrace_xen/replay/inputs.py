@@ -25,6 +25,7 @@ construction of the event objects is a Python loop, done once and shared by ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -64,6 +65,9 @@ K_FRONT_CONSUME: Final = 5
 K_SET_REQ_PROD: Final = 6  # hostile frontend, seen in a capture's snapshots
 K_MUTATE: Final = 7
 _MUTABLE: Final = ("operation", "sector_number", "nr_sectors", "nr_segments", "id")
+# Sector numbers at or past 2**62 lie beyond any disk (512 B * 2**62 is 2 ZiB) and would
+# overflow the model's i64 sector arithmetic (sector + nr_sectors): treated as unknown.
+_MAX_SECTOR: Final = 1 << 62
 
 # control kind -> model input; xenbus_state, ring_map/unmap, ref_get/put, disconnect_done
 # and shutdown_done are what a *logic* does, so replay lets each logic redo them.
@@ -104,23 +108,91 @@ class Caveat:
 class ReplayInput:
     """A trace turned into model inputs, shared by every logic replayed against it.
 
-    ``events`` is time-ordered. ``refs[i]`` is, for a ``FrontSubmit``, the number of the
-    traced request it submits; for a completion (``kind[i] == K_COMPLETE``), the number
-    of the request it completes (a re-issued request's completion refers to the
-    original); else -1. Completions and unanswered responses are *templates* resolved by
-    the engine against the logic's state (``payload[i]`` = (id, operation, status, idx)).
+    Columns, one row per input, time-ordered: ``kinds[i]`` (``K_*``), ``times[i]``,
+    ``rings[i]`` (shared key objects) and ``args[i]``, the row's raw values
+    ``(a, b, c, d, e, idx, ref)``: for a submit (operation, sector, sectors, segments, id
+    hint, ...); for a completion or an unanswered response (operation, status, ring index
+    or None, -, id, ...); see :func:`build_input` for the rare kinds. ``refs[i]`` is, for
+    a submit, the number of the traced request it submits; for a completion
+    (``kinds[i] == K_COMPLETE``), the number of the request it completes (a re-issued
+    request's completion refers to the original); else -1. Completions and unanswered
+    responses are *templates* resolved by the engine against the logic's state.
+
+    :attr:`events` is the same timeline as model input objects (None for a template),
+    built on first use: the engine reads the columns, so a replay never pays for them.
     """
 
-    events: list[InputEvent | None]
     kinds: list[int]
     refs: list[int]
-    payload: list[tuple[int, int, int, int] | None]
+    args: list[tuple[Any, ...]]
     times: list[int]
     rings: list[RingKey]
     ring_params: dict[RingKey, tuple[int, int]]  # nr_ents, start idx
     caveats: list[Caveat] = field(default_factory=list)
     lost_windows: list[tuple[int, int]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    _events: list[InputEvent | None] | None = field(default=None, repr=False)
+
+    @property
+    def events(self) -> list[InputEvent | None]:
+        """Row ``i`` as a model input event; None for a completion or response template."""
+        if self._events is None:
+            self._events = [self.event(i) for i in range(len(self.kinds))]
+        return self._events
+
+    def event(self, i: int) -> InputEvent | None:
+        """Row ``i`` as a model input event (None for a completion or response template)."""
+        kind = self.kinds[i]
+        t = self.times[i]
+        ring = self.rings[i]
+        a, b, c, d, e, idx, ref = self.args[i]
+        if kind == K_SUBMIT:
+            return FrontSubmit(
+                t_ns=t,
+                ring=ring,
+                operation=a,
+                sector_number=b,
+                nr_sectors=c,
+                nr_segments=d,
+                id=e,
+            )
+        if kind == K_CONSUME:
+            return BackConsume(t_ns=t, ring=ring)
+        if kind == K_FRONT_CONSUME:
+            return FrontConsume(t_ns=t, ring=ring)
+        if kind == K_CONTROL:
+            cls = _CTRL_CLASSES[a]
+            if cls is Disconnect:
+                return Disconnect(t_ns=t, ring=ring, side="front" if b else "back")
+            ctrl: InputEvent = cls(t_ns=t, ring=ring)
+            return ctrl
+        if kind == K_SET_REQ_PROD:
+            return FrontSetReqProd(t_ns=t, ring=ring, req_prod=b)
+        if kind == K_MUTATE:
+            # a: bit mask of the rewritten fields (_MUTABLE order); b, c, d, e, ref: the
+            # values the slot held (sector, sectors, segments, id, operation)
+            old = {
+                "operation": ref,
+                "sector_number": b,
+                "nr_sectors": c,
+                "nr_segments": d,
+                "id": e,
+            }
+            fields = {n: old[n] for k, n in enumerate(_MUTABLE) if a >> k & 1}
+            return FrontMutateSlot(t_ns=t, ring=ring, idx=idx, **fields)
+        return None  # K_COMPLETE / K_RESPONSE: resolved against the logic's state
+
+
+_CTRL_BY_NAME: Final[dict[str, Callable[..., InputEvent]]] = {
+    "Disconnect": Disconnect,
+    "Unbind": Unbind,
+    "Bind": Bind,
+    "Suspend": Suspend,
+    "Resume": Resume,
+    "DomainDestroy": DomainDestroy,
+    "Handoff": Handoff,
+}
+_CTRL_CLASSES: Final = [_CTRL_BY_NAME[name] for name in _CTRL_NAMES]  # by code (column a)
 
 
 def _ring_label(domid: int, vdev: int, queue: int) -> str:
@@ -388,22 +460,48 @@ def build_input(streams: Streams) -> ReplayInput:
                 ),
             )
         )
-    submits = req.filter(own & pl.col("operation").is_not_null()).select(
+    # A request whose record did not carry its operation or id cannot be submitted
+    # without inventing one; nor can its response be replayed (below).
+    playable = pl.col("operation").is_not_null() & pl.col("id").is_not_null()
+    # A sector range the trace did not carry, or beyond any disk (the model's i64
+    # arithmetic), is replayed as unknown, as for a request seen via its response.
+    ranged = (
+        full
+        & pl.col("sector_number").is_not_null()
+        & pl.col("nr_sectors").is_not_null()
+        & (pl.col("sector_number") < _MAX_SECTOR)
+    )
+    n_unranged = req.filter(own & playable & full & ~ranged).height
+    if n_unranged:
+        caveats.append(
+            Caveat(
+                kind="sector-unknown",
+                count=n_unranged,
+                message=(
+                    f"{n_unranged} request(s) have no usable sector range (not traced, or "
+                    "beyond any disk): replayed without one, so the disk-content oracle "
+                    "cannot judge them"
+                ),
+            )
+        )
+    submits = req.filter(own & playable).select(
         *RING,
         pl.col("ns").alias("t"),
         pl.lit(K_SUBMIT, pl.UInt8).alias("kind"),
         pl.col("operation").cast(pl.Int64).alias("a"),
-        pl.when(full).then(pl.col("sector_number")).otherwise(0).cast(pl.Int64).alias("b"),
-        pl.when(full).then(pl.col("nr_sectors")).otherwise(0).cast(pl.Int64).alias("c"),
+        pl.when(ranged).then(pl.col("sector_number")).otherwise(0).cast(pl.Int64).alias("b"),
+        pl.when(ranged).then(pl.col("nr_sectors")).otherwise(0).cast(pl.Int64).alias("c"),
         pl.col("nr_segments").fill_null(1).cast(pl.Int64).alias("d"),
-        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("id").alias("e"),  # u64: blkif ids are opaque 64-bit values
         pl.col("_i").alias("ref"),
     )
 
     # Responses: the ones io pairs with a request complete that request (its canonical
     # number); the rest answer nothing traced and are resolved at replay time.
     paired = io.filter(pl.col("rsp_ns").is_not_null()).join(
-        req.select(*RING, "session", "id", pl.col("ns").alias("req_ns"), "idx", "_i", "_canon"),
+        req.filter(playable).select(
+            *RING, "session", "id", pl.col("ns").alias("req_ns"), "idx", "_i", "_canon"
+        ),
         left_on=[*RING, "session", "id", "req_ns", "req_idx"],
         right_on=[*RING, "session", "id", "req_ns", "idx"],
         how="inner",
@@ -416,7 +514,7 @@ def build_input(streams: Streams) -> ReplayInput:
         pl.col("operation").cast(pl.Int64).alias("a"),
         pl.col("status").fill_null(0).cast(pl.Int64).alias("b"),
         pl.col("rsp_idx").cast(pl.Int64).alias("c"),
-        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("id").alias("e"),
         pl.col("_canon").alias("ref"),
     )
     unpaired = responses.join(
@@ -425,15 +523,27 @@ def build_input(streams: Streams) -> ReplayInput:
         how="anti",
         nulls_equal=True,
     )
-    loose = unpaired.select(
+    loose = unpaired.filter(playable).select(
         *RING,
         pl.col("ns").alias("t"),
         pl.lit(K_RESPONSE, pl.UInt8).alias("kind"),
         pl.col("operation").cast(pl.Int64).alias("a"),
         pl.col("status").fill_null(0).cast(pl.Int64).alias("b"),
         pl.col("idx").cast(pl.Int64).alias("c"),
-        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("id").alias("e"),
     )
+    n_unplayable = req.filter(own & ~playable).height + unpaired.height - loose.height
+    if n_unplayable:
+        caveats.append(
+            Caveat(
+                kind="unplayable",
+                count=n_unplayable,
+                message=(
+                    f"{n_unplayable} request(s) or response(s) whose records did not carry "
+                    "an operation or id: not replayed"
+                ),
+            )
+        )
     counts["responses_unpaired"] = loose.height
 
     # The backend thread ran at each traced consume. A capture cannot see consumes
@@ -521,7 +631,7 @@ def build_input(streams: Streams) -> ReplayInput:
         "b": pl.Int64,
         "c": pl.Int64,
         "d": pl.Int64,
-        "e": pl.Int64,
+        "e": pl.UInt64,
         "ref": pl.Int64,
         "idx": pl.Int64,
     }
@@ -545,93 +655,29 @@ def build_input(streams: Streams) -> ReplayInput:
         if b is not None
     ]
     inp.ring_params = _ring_params(streams, known)
-    inp.counts = {**counts, "events": len(inp.events)}
+    inp.counts = {**counts, "events": len(inp.kinds)}
     return inp
 
 
 def _objects(tl: pl.DataFrame) -> ReplayInput:
-    """Build the event objects: the one per-row Python loop of the conversion."""
-    n = tl.height
-    kinds = tl["kind"].to_list()
-    times = tl["t"].to_list()
-    dom = tl["domid"].to_list()
-    vdev = tl["vdev"].to_list()
-    que = tl["queue"].to_list()
-    a = tl["a"].to_list()
-    b = tl["b"].to_list()
-    c = tl["c"].to_list()
-    d = tl["d"].to_list()
-    e = tl["e"].to_list()
-    ref = tl["ref"].to_list()
-    refs_idx = tl["idx"].to_list()
-    events: list[InputEvent | None] = [None] * n
-    payload: list[tuple[int, int, int, int] | None] = [None] * n
-    refs = [-1] * n
-    rings: list[RingKey] = [(0, 0, 0)] * n
-    ring_cache: dict[tuple[int, int, int], RingKey] = {}
-    ctrl_cls = {
-        "Disconnect": Disconnect,
-        "Unbind": Unbind,
-        "Bind": Bind,
-        "Suspend": Suspend,
-        "Resume": Resume,
-        "DomainDestroy": DomainDestroy,
-        "Handoff": Handoff,
-    }
-    ctrl_by_code = [ctrl_cls[name] for name in _CTRL_NAMES]
-    for i in range(n):
-        k3 = (dom[i], vdev[i], que[i])
-        ring = ring_cache.get(k3)
-        if ring is None:
-            ring = ring_cache[k3] = (int(k3[0]), int(k3[1]), int(k3[2]))
-        rings[i] = ring
-        kind = kinds[i]
-        t = times[i]
-        if kind == K_SUBMIT:
-            events[i] = FrontSubmit(
-                t_ns=t,
-                ring=ring,
-                operation=a[i],
-                sector_number=b[i],
-                nr_sectors=c[i],
-                nr_segments=d[i],
-                id=e[i],
-            )
-            refs[i] = ref[i]
-        elif kind == K_CONSUME:
-            events[i] = BackConsume(t_ns=t, ring=ring)
-        elif kind == K_FRONT_CONSUME:
-            events[i] = FrontConsume(t_ns=t, ring=ring)
-        elif kind == K_CONTROL:
-            cls = ctrl_by_code[a[i]]
-            if cls is Disconnect:
-                events[i] = Disconnect(t_ns=t, ring=ring, side="front" if b[i] else "back")
-            else:
-                events[i] = cls(t_ns=t, ring=ring)
-        elif kind == K_SET_REQ_PROD:
-            events[i] = FrontSetReqProd(t_ns=t, ring=ring, req_prod=b[i])
-        elif kind == K_MUTATE:
-            # a: bit mask of the rewritten fields (_MUTABLE order); b, c, d, e, ref: the
-            # values the slot held (sector, sectors, segments, id, operation)
-            old = {
-                "operation": ref[i],
-                "sector_number": b[i],
-                "nr_sectors": c[i],
-                "nr_segments": d[i],
-                "id": e[i],
-            }
-            fields = {n: old[n] for k, n in enumerate(_MUTABLE) if a[i] >> k & 1}
-            events[i] = FrontMutateSlot(t_ns=t, ring=ring, idx=refs_idx[i], **fields)
-        else:  # K_COMPLETE / K_RESPONSE: resolved against the logic's state when replayed
-            payload[i] = (e[i], a[i], b[i], c[i] if c[i] is not None else -1)
-            if kind == K_COMPLETE:
-                refs[i] = ref[i]
+    """The timeline as columns: no per-row Python loop (event objects are built on demand)."""
+    if tl.height == 0:
+        return ReplayInput(kinds=[], refs=[], args=[], times=[], rings=[], ring_params={})
+    # One shared key object per ring: the engine compares keys with ``is``.
+    codes = tl.select(pl.struct(RING).rank("dense").cast(pl.Int64) - 1)[:, 0]
+    firsts = tl.select(*RING, codes.alias("_c")).unique("_c").sort("_c")
+    keys: list[RingKey] = [(int(d), int(v), int(q)) for d, v, q, _ in firsts.rows()]
+    rings = list(map(keys.__getitem__, codes.to_list()))
+    kind = pl.col("kind")
+    refs = tl.select(pl.when(kind.is_in([K_SUBMIT, K_COMPLETE])).then(pl.col("ref")).otherwise(-1))[
+        :, 0
+    ]
+    cols = [tl[c].to_list() for c in ("a", "b", "c", "d", "e", "idx", "ref")]
     return ReplayInput(
-        events=events,
-        kinds=kinds,
-        refs=refs,
-        payload=payload,
-        times=times,
+        kinds=tl["kind"].to_list(),
+        refs=refs.to_list(),
+        args=list(zip(*cols, strict=True)),
+        times=tl["t"].to_list(),
         rings=rings,
         ring_params={},
     )
@@ -670,8 +716,12 @@ def _hostile(streams: Streams, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl
     muts = streams.mutations
     if muts.height == 0:
         return pl.concat([sets, kicks], how="diagonal"), pl.DataFrame()
+    # Only a slot whose every rewritable field is known (and fits the model) is re-enacted.
+    whole = pl.all_horizontal(pl.col(_MUTABLE).is_not_null()) & (
+        pl.col("sector_number") < _MAX_SECTOR
+    )
     held = (
-        requests.filter(pl.col("idx").is_not_null())
+        requests.filter(pl.col("idx").is_not_null() & whole)
         .select(
             *RING,
             pl.col("idx").cast(pl.Int64),
@@ -708,7 +758,7 @@ def _hostile(streams: Streams, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl
         pl.col("sector_number").cast(pl.Int64).alias("b"),
         pl.col("nr_sectors").cast(pl.Int64).alias("c"),
         pl.col("nr_segments").cast(pl.Int64).alias("d"),
-        pl.col("id").cast(pl.Int64).alias("e"),
+        pl.col("id").alias("e"),
         pl.col("operation").cast(pl.Int64).alias("ref"),
         "idx",
     )
