@@ -130,14 +130,55 @@ class _EventSummary:
         return self.rings.filter(flag)["ring_key"]
 
 
+# Events per side in one batch of rings: the summary's frames hold this many rows at most
+# (besides a ring with more events alone), not every event of the trace.
+BATCH_EVENTS = 1 << 21
+
+
+def _ring_batches(streams: Streams) -> list[pl.Series] | None:
+    """Ring keys in groups of at most BATCH_EVENTS events per side; None when one fits all.
+
+    Every summary value is per ring key, so summarising batch by batch gives the
+    same rows; a ring is never split.
+    """
+    frames = (requests(streams), responses(streams))
+    if max(f.height for f in frames) <= BATCH_EVENTS:
+        return None
+    counts = (
+        pl.concat(
+            [
+                f.lazy().select(ring_key().alias("ring_key"), pl.lit(i).alias("side"))
+                for i, f in enumerate(frames)
+            ]
+        )
+        .group_by("ring_key", "side")
+        .len()
+        .group_by("ring_key")
+        .agg(pl.col("len").max())
+        .sort("ring_key", nulls_last=True)
+        .collect()
+    )
+    batches: list[pl.Series] = []
+    keys: list[int | None] = []
+    rows = 0
+    for key, n in counts.iter_rows():
+        if keys and rows + n > BATCH_EVENTS:
+            batches.append(pl.Series("k", keys, pl.UInt64))
+            keys, rows = [], 0
+        keys.append(key)
+        rows += n
+    batches.append(pl.Series("k", keys, pl.UInt64))
+    return batches
+
+
 def _event_summary(streams: Streams) -> _EventSummary:
     """:class:`_EventSummary` of ``streams``, computed once from narrow frames."""
 
-    def side(frame: pl.DataFrame) -> pl.DataFrame:
+    def side(frame: pl.DataFrame, only: pl.Series | None) -> pl.DataFrame:
         prev_idx = pl.col("idx").shift(1).over("ring_key")
         same = pl.col("session").eq_missing(pl.col("session").shift(1).over("ring_key"))
         return (
-            _indexed(streams, frame, None)
+            _indexed(streams, frame, only)
             .with_columns(ring_key().alias("ring_key"))
             .select(
                 "ring_key",
@@ -150,8 +191,8 @@ def _event_summary(streams: Streams) -> _EventSummary:
             .rechunk()
         )
 
-    def build() -> _EventSummary:
-        reqs, rsps = _with_last(side(requests(streams)), side(responses(streams)))
+    def batch(only: pl.Series | None) -> pl.DataFrame:
+        reqs, rsps = _with_last(side(requests(streams), only), side(responses(streams), only))
         outstanding = pl.concat(
             [
                 reqs.lazy().select(
@@ -168,7 +209,7 @@ def _event_summary(streams: Streams) -> _EventSummary:
                 ),
             ]
         )
-        rings = (
+        return (
             outstanding.group_by("ring_key")
             .agg(
                 pl.col("out").filter(pl.col("out") < HALF).max().alias("max_outstanding"),
@@ -177,7 +218,12 @@ def _event_summary(streams: Streams) -> _EventSummary:
             )
             .collect()
         )
-        return _EventSummary(rings)
+
+    def build() -> _EventSummary:
+        batches = _ring_batches(streams)
+        if batches is None:
+            return _EventSummary(batch(None))
+        return _EventSummary(pl.concat([batch(only) for only in batches]))
 
     return cached(streams, "event_summary", build)
 
