@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fra
 
 from bench_analyses import generate
 
-from blktrace_xen.analyses import btt_table, indices, run_rules
+from blktrace_xen.analyses import batches, btt_table, run_rules
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.load import load_streams
 from blktrace_xen.synth.scenarios import SCENARIOS, synthesize
@@ -160,13 +160,13 @@ def _results(streams: Streams) -> dict[str, pl.DataFrame]:
 
 @contextmanager
 def _small_batches(on: bool) -> Iterator[None]:
-    saved = indices.BATCH_EVENTS
+    saved = batches.BATCH_EVENTS
     if on:
-        indices.BATCH_EVENTS = 7
+        batches.BATCH_EVENTS = 7
     try:
         yield
     finally:
-        indices.BATCH_EVENTS = saved
+        batches.BATCH_EVENTS = saved
 
 
 def _same_rows(a: pl.DataFrame, b: pl.DataFrame) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from blktrace_xen.analyses.batches import in_batch, ring_batches
 from blktrace_xen.analyses.emit import (
     HALF,
     RING,
@@ -78,7 +79,7 @@ def _indexed(streams: Streams, frame: pl.DataFrame, only: pl.Series | None) -> p
         # A filter, not an anti-join: it keeps time order for the as-of joins.
         rows = rows.filter(~ring_key().is_in(snapped.implode()))
     if only is not None:
-        rows = rows.filter(ring_key().is_in(only.implode(), nulls_equal=True))
+        rows = rows.filter(in_batch(only))
     return rows
 
 
@@ -130,47 +131,6 @@ class _EventSummary:
         return self.rings.filter(flag)["ring_key"]
 
 
-# Events per side in one batch of rings: the summary's frames hold this many rows at most
-# (besides a ring with more events alone), not every event of the trace.
-BATCH_EVENTS = 1 << 21
-
-
-def _ring_batches(streams: Streams) -> list[pl.Series] | None:
-    """Ring keys in groups of at most BATCH_EVENTS events per side; None when one fits all.
-
-    Every summary value is per ring key, so summarising batch by batch gives the
-    same rows; a ring is never split.
-    """
-    frames = (requests(streams), responses(streams))
-    if max(f.height for f in frames) <= BATCH_EVENTS:
-        return None
-    counts = (
-        pl.concat(
-            [
-                f.lazy().select(ring_key().alias("ring_key"), pl.lit(i).alias("side"))
-                for i, f in enumerate(frames)
-            ]
-        )
-        .group_by("ring_key", "side")
-        .len()
-        .group_by("ring_key")
-        .agg(pl.col("len").max())
-        .sort("ring_key", nulls_last=True)
-        .collect()
-    )
-    batches: list[pl.Series] = []
-    keys: list[int | None] = []
-    rows = 0
-    for key, n in counts.iter_rows():
-        if keys and rows + n > BATCH_EVENTS:
-            batches.append(pl.Series("k", keys, pl.UInt64))
-            keys, rows = [], 0
-        keys.append(key)
-        rows += n
-    batches.append(pl.Series("k", keys, pl.UInt64))
-    return batches
-
-
 def _event_summary(streams: Streams) -> _EventSummary:
     """:class:`_EventSummary` of ``streams``, computed once from narrow frames."""
 
@@ -220,7 +180,7 @@ def _event_summary(streams: Streams) -> _EventSummary:
         )
 
     def build() -> _EventSummary:
-        batches = _ring_batches(streams)
+        batches = ring_batches((requests(streams), responses(streams)))
         if batches is None:
             return _EventSummary(batch(None))
         return _EventSummary(pl.concat([batch(only) for only in batches]))

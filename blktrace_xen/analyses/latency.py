@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from blktrace_xen.analyses.emit import ring_key
+from blktrace_xen.analyses.batches import in_batch, ring_batches
+from blktrace_xen.analyses.emit import RING, ring_key
 from blktrace_xen.analyses.timeline import clear, effective_op, paired, requests, responses
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
@@ -47,6 +48,25 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     names = set(req.columns) | {"operation"}
     if any(k not in names for k in by):
         return None
+    rsp = responses(streams)
+    facts = paired(streams)[1]
+    orphans = facts.filter(pl.col("kind").cast(pl.String) == "orphan_response")
+    if orphans.height:
+        orphans = orphans.sort("ns", maintain_order=True)
+    # Every depth is per ring: when the groups split by ring too, a few rings at a
+    # time give the same groups without holding every request's counts at once.
+    batches = ring_batches([req, rsp]) if set(RING) <= set(by) else None
+    if batches is None:
+        return _depth_of(req, rsp, orphans, by).lazy()
+    return pl.concat(
+        [_depth_of(req.filter(in_batch(b)), rsp.filter(in_batch(b)), orphans, by) for b in batches]
+    ).lazy()
+
+
+def _depth_of(
+    req: pl.DataFrame, rsp: pl.DataFrame, orphans: pl.DataFrame, by: list[str]
+) -> pl.DataFrame:
+    """:func:`_depth`'s groups over these requests and responses (orphans of other rings unused)."""
     keys = [k for k in by if k != "operation"]
     rows = req.select(
         *keys,
@@ -55,12 +75,9 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
         "ns",
         pl.int_range(1, pl.len() + 1).over(ring_key()).alias("_issued"),
     )
-    rows = _count_before(rows, responses(streams), "_answered", inclusive=False)
+    rows = _count_before(rows, rsp, "_answered", inclusive=False)
     depth = pl.col("_issued") - pl.col("_answered")
-    facts = paired(streams)[1]
-    orphans = facts.filter(pl.col("kind").cast(pl.String) == "orphan_response")
     if orphans.height:
-        orphans = orphans.sort("ns", maintain_order=True)
         total = orphans.group_by(ring_key().alias("_rk")).agg(pl.len().alias("_orphans"))
         rows = _count_before(rows, orphans, "_orphans_seen", inclusive=False).join(
             total, on="_rk", how="left"
@@ -76,6 +93,7 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
             pl.col("depth").quantile(0.99, "nearest").alias("qd_p99"),
             pl.col("depth").max().alias("qd_max"),
         )
+        .collect()
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from blktrace_xen.analyses.batches import in_batch, ring_batches
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_key, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
@@ -54,25 +55,39 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     ## Known false positives
     Not a violation itself (info).
     """
-    io = _io_in_issue_order(streams).lazy().filter(pl.col("rsp_ns").is_not_null())
+    io = _io_in_issue_order(streams)
     # Earliest completion among requests issued after this one (suffix minimum).
     # Computed inside the aggregation (a group keeps its rows' issue order): a
     # window would scatter a 10 M-row column back only to be grouped again.
     later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1)
     hol = (pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0)
-    rows = (
-        io.group_by(_SESSION)
-        .agg(
-            pl.len().alias("completed"),
-            (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
-            pl.col("reorder").abs().max().alias("max_reorder"),
-            hol.max().alias("max_hol_wait_ns"),
-            hol.quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
-            pl.col("req_ns").min().alias("ns"),
-            pl.col("rsp_ns").max().alias("ns_end"),
+    cols = [*_SESSION, "req_ns", "rsp_ns", "reorder"]
+
+    def sessions(rows: pl.LazyFrame) -> pl.DataFrame:
+        return (
+            rows.filter(pl.col("rsp_ns").is_not_null())
+            .select(cols)
+            .group_by(_SESSION)
+            .agg(
+                pl.len().alias("completed"),
+                (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+                pl.col("reorder").abs().max().alias("max_reorder"),
+                hol.max().alias("max_hol_wait_ns"),
+                hol.quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
+                pl.col("req_ns").min().alias("ns"),
+                pl.col("rsp_ns").max().alias("ns_end"),
+            )
+            .filter(pl.col("reordered") > 0)
+            .collect()
         )
-        .filter(pl.col("reordered") > 0)
-    )
+
+    # Groups are ring sessions: a few rings at a time give the same rows, and the
+    # aggregation never holds every completion's columns at once.
+    batches = ring_batches([io])
+    if batches is None:
+        rows = sessions(io.lazy()).lazy()
+    else:
+        rows = pl.concat([sessions(io.lazy().filter(in_batch(b))) for b in batches]).lazy()
     return emit(
         rows,
         "out-of-order-completion",
