@@ -1,0 +1,166 @@
+"""Hostile *content* end to end: inputs that decode, carrying values no driver would write.
+
+The decoders' fuzz tests cover bytes that do not decode. Here every input is
+well-formed (written by the project's own writers) but its values are
+adversarial: blkif instrumentation records with random words or too few of
+them, ring pages of random bytes or absurd producers, odd ring parameters,
+xenstore writes that mean nothing, streams folders with extreme values. The
+promise checked at each stage (load -> analyses -> replay -> report, and the
+CLI): it succeeds or raises a BlktraceXenError, never another exception, and
+finishes within a deadline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blktrace_xen import analyses, report
+from blktrace_xen.encode.xentrace import TraceRecord, write_xentrace
+from blktrace_xen.errors import BlktraceXenError
+from blktrace_xen.replay import replay
+from blktrace_xen.streams import Streams
+from blktrace_xen.streams.load import load_streams
+
+LOGICS = ["linux-default", "xbdback-2005-immediate", "xbd-2006-recovery-as-posted"]
+TRC_GUEST_BLKIF = 0x0800FB00  # TRC_GUEST | minor 0xb00: formats/blkif.toml's events
+HYPERVISOR_EVENTS = (0x0001F001, 0x00041001, 0x00041002, 0x0010F001, 0x0010F002, 0x00021001)
+U32 = 0xFFFFFFFF
+
+HOSTILE = settings(
+    derandomize=True,
+    max_examples=12,
+    deadline=timedelta(seconds=20),  # a hang shows as a failure, not a stuck CI
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def pipeline(paths: list[Path]) -> None:
+    """Every stage, in process; a BlktraceXenError anywhere is an accepted outcome."""
+    try:
+        streams = load_streams(paths)
+        run_after_load(streams)
+    except BlktraceXenError:
+        pass
+
+
+def run_after_load(streams: Streams) -> None:
+    findings = analyses.run_rules(streams)
+    btt = analyses.btt_table(streams)
+    verdicts = [v.to_dict() for v in replay(streams, LOGICS).verdicts]
+    data = report.assemble(streams, findings, btt=btt, verdicts=verdicts)
+    assert report.render_html(data)
+    assert report.render_markdown(data)
+
+
+# --- xentrace dumps with hostile blkif instrumentation ------------------------------
+
+# Words that break assumptions: zero, ring-key-like, "negative" u32s, wrap edges.
+words = st.one_of(
+    st.sampled_from([0, 1, 2, 5, 6, 7, 31, 32, 51712, 0x10000, 0x7FFFFFFF, 0x80000000, U32]),
+    st.integers(0, U32),
+)
+
+
+@st.composite
+def blkif_record(draw: st.DrawFn) -> tuple[int, tuple[int, ...]]:
+    """One instrumentation or hypervisor record: (event, extra words), 0..7 words."""
+    if draw(st.integers(0, 9)) == 0:
+        event = draw(st.sampled_from(HYPERVISOR_EVENTS))
+    else:
+        event = TRC_GUEST_BLKIF | draw(st.integers(1, 0x11))  # 0x11: no such event
+    # A few rings, so requests, responses and control meet on one ring key.
+    key = draw(st.integers(0, 2)) | draw(st.sampled_from([0, 0, 1, 0xFFFF])) << 16
+    vdev = draw(st.sampled_from([51712, 0, U32]))
+    rest = draw(st.lists(words, min_size=5, max_size=5))
+    n = draw(st.sampled_from([7, 7, 0, 1, 2, 3, 4, 5, 6]))  # fewer words than the catalog's
+    return event, tuple([key, vdev, *rest][:n])
+
+
+@st.composite
+def xentrace_records(draw: st.DrawFn) -> list[TraceRecord]:
+    tsc = draw(st.sampled_from([0, 1000, 1 << 63, (1 << 64) - 10**7]))
+    out = []
+    for event, extra in draw(st.lists(blkif_record(), min_size=1, max_size=30)):
+        tsc = (tsc + draw(st.sampled_from([0, 1, 1000, 10**6]))) & ((1 << 64) - 1)
+        own_tsc = draw(st.booleans())
+        out.append(
+            TraceRecord(
+                cpu=draw(st.integers(0, 1)), tsc=tsc if own_tsc else None, event=event, extra=extra
+            )
+        )
+    return out
+
+
+@HOSTILE
+@given(records=xentrace_records())
+def test_xentrace_with_hostile_blkif_content(records: list[TraceRecord]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.bin"
+        write_xentrace(path, records)
+        pipeline([path])
+
+
+# --- regression cases found by the tests above ----------------------------------
+
+
+def _push(domid: int, idx: int, rid: int, op: int = 1, nsec: int = 8) -> TraceRecord:
+    return TraceRecord(
+        cpu=0,
+        tsc=None,
+        event=TRC_GUEST_BLKIF | 0x01,
+        extra=(domid, 51712, idx, rid & U32, rid >> 32, op | 1 << 16, nsec),
+    )
+
+
+def _sector(domid: int, idx: int, sector: int) -> TraceRecord:
+    return TraceRecord(
+        cpu=0,
+        tsc=None,
+        event=TRC_GUEST_BLKIF | 0x02,
+        extra=(domid, 51712, idx, sector & U32, sector >> 32),
+    )
+
+
+def _rsp(domid: int, idx: int, rid: int, op: int = 1, *, words: int = 7) -> TraceRecord:
+    full = (domid, 51712, idx, rid & U32, rid >> 32, op, 0)
+    return TraceRecord(cpu=0, tsc=None, event=TRC_GUEST_BLKIF | 0x04, extra=full[:words])
+
+
+def _replay_trace(tmp_path: Path, records: list[TraceRecord]) -> list[str]:
+    path = tmp_path / "trace.bin"
+    write_xentrace(path, [TraceRecord(cpu=0, tsc=1000, event=0x00041001, extra=(1,)), *records])
+    result = replay(load_streams([path]), LOGICS)
+    return [c.kind for v in result.verdicts for c in v.caveats] + [
+        c.kind for c in result.input.caveats
+    ]
+
+
+def test_replay_takes_request_ids_above_int64(tmp_path: Path) -> None:
+    # blkif ids are opaque u64 (Linux puts a pointer-sized value there); replay cast
+    # them to i64 and polars refused 2**63 and above.
+    rid = (1 << 64) - 2
+    kinds = _replay_trace(tmp_path, [_push(1, 0, rid), _sector(1, 0, 8), _rsp(1, 0, rid)])
+    assert "unplayable" not in kinds
+
+
+def test_replay_skips_responses_without_an_id(tmp_path: Path) -> None:
+    # A response record of 3 words carries no id: the model compared None with ints.
+    kinds = _replay_trace(tmp_path, [_push(1, 0, 5), _sector(1, 0, 8), _rsp(1, 0, 5, words=3)])
+    assert "unplayable" in kinds
+
+
+def test_replay_without_the_sector_record(tmp_path: Path) -> None:
+    # A push without its blkif_req_sector leaves sector_number null (docs): the disk
+    # oracle was handed None for the sector.
+    kinds = _replay_trace(tmp_path, [_push(1, 0, 5), _rsp(1, 0, 5)])
+    assert "sector-unknown" in kinds
+
+
+def test_replay_with_a_sector_beyond_any_disk(tmp_path: Path) -> None:
+    kinds = _replay_trace(tmp_path, [_push(1, 0, 5), _sector(1, 0, (1 << 64) - 1), _rsp(1, 0, 5)])
+    assert "sector-unknown" in kinds
