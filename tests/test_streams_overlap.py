@@ -105,3 +105,20 @@ def test_answers_not_continuing_the_older_sequence_stay_in_the_new_session() -> 
     )
     new = int(s.requests.filter(pl.col("ns") > 100)["session"][0])
     assert (40, new) in sessions_of(s, "responses")
+
+
+def test_a_target_map_inside_its_run_of_starts_still_drains_to_the_source() -> None:
+    # The target's bind at 95 and map at 100 are one session's starts (nothing between):
+    # the source's session is the one before that run, not the bind's.
+    late = [rsp(112, 2, 2), rsp(150, 3, 3)]
+    s = build(
+        SOURCE_REQS + TARGET_REQS,
+        SOURCE_EARLY + late + TARGET_RSPS,
+        [ring_map(0), ctl(95, "bind"), ring_map(100), ctl(200, "ring_unmap")],
+    )
+    src = int(s.requests.filter(pl.col("ns") < 100)["session"][0])
+    tgt = int(s.requests.filter(pl.col("ns") > 100)["session"][0])
+    assert (src, tgt) == (1, 2)
+    rsps = sessions_of(s, "responses")
+    assert rsps == [(0, src), (1, src), (2, src), (0, tgt), (1, tgt), (3, src)]
+    assert s.io["rsp_ns"].is_not_null().all()

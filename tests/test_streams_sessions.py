@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from blktrace_xen import schema
 from blktrace_xen.cli import app
 from blktrace_xen.errors import InputFileError
+from blktrace_xen.streams import sessions
 from blktrace_xen.streams.assemble import assemble
 from blktrace_xen.streams.from_ring import control_from_xenstore
 from blktrace_xen.streams.load import load_streams
@@ -164,3 +165,74 @@ def test_cli_streams_roundtrip(realxen: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["streams", str(tmp_path / "nope"), "-o", str(out)])
     assert bad.exit_code == 1
     assert "error:" in bad.output and "no such file" in bad.output
+
+
+def connect_run(ns: int) -> list[dict[str, object]]:
+    """What one connect logs: domain create, the backend's map, Connected of each end."""
+    return [
+        dict(domid=3, ns=ns, kind="domain_create", side="hypervisor", source="synth"),
+        ctl(ns + 1, "ring_map"),
+        ctl(ns + 2, "xenbus_state", value=4, side="back"),
+        ctl(ns + 3, "xenbus_state", value=4, side="front"),
+    ]
+
+
+def test_one_connect_is_one_session_numbered_from_its_first_start() -> None:
+    s = build([req(10, 0, 1)], [rsp(12, 0, 1)], connect_run(0))
+    assert s.requests["session"].to_list() == s.responses["session"].to_list() == [1]
+    starts = sessions.session_starts(
+        s.control, sessions.ring_keys(s.requests), (s.requests, s.responses)
+    )
+    assert starts.select("session", "start_ns", "start_kind", "last_start_ns").rows() == [
+        (1, 0, "domain_create", 3)
+    ]
+    # Without traffic to separate them, the raw starts are sessions of their own.
+    assert sessions.session_starts(s.control, sessions.ring_keys(s.requests)).height == 4
+
+
+def test_traffic_between_connects_separates_sessions() -> None:
+    # Traffic at a start's own instant belongs to the session that start begins.
+    s = build(
+        [req(5, 0, 1), req(10, 0, 1), req(30, 0, 1)],
+        [rsp(6, 0, 1), rsp(12, 0, 1), rsp(31, 0, 1)],
+        [*connect_run(0), ctl(10, "connect"), *connect_run(20)],
+    )
+    assert s.requests["session"].to_list() == [1, 2, 3]
+    assert s.responses["session"].to_list() == [1, 2, 3]
+    # A request live at trace start, then two reconnects with nothing between them.
+    s = build([req(5, 0, 1)], [], [*connect_run(10), *connect_run(20)])
+    assert s.requests["session"].to_list() == [0]
+    assert s.io["outcome"].to_list() == ["destroy"]  # the next session began with a domain_create
+
+
+def test_gap_is_traffic_that_separates_sessions() -> None:
+    gap = schema.conform(
+        pl.DataFrame(
+            [dict(KEY, ns=5, prev_ns=4, producer="req", from_idx=0, count=3)],
+        ),
+        "gaps",
+    )
+    ctls = [ctl(0, "connect"), ctl(10, "connect")]
+    reqs = [req(12, 0, 1)]
+    without = build(reqs, [], ctls)
+    frame = schema.conform(pl.DataFrame(reqs), "requests")
+    with_gap = assemble(
+        requests=frame,
+        responses=schema.empty("responses"),
+        control=schema.conform(pl.DataFrame(ctls), "control"),
+        meta={},
+        gaps=gap,
+    )
+    assert without.requests["session"].to_list() == [1]
+    assert with_gap.requests["session"].to_list() == [2]
+
+
+def test_unanswered_reason_comes_from_the_first_start_of_the_next_session() -> None:
+    # Pending at 10; the next session is begun by a bind (-> unbind), then a connect follows.
+    s = build(
+        [req(10, 0, 1), req(40, 0, 2)],
+        [rsp(41, 0, 2)],
+        [ctl(0, "connect"), ctl(20, "bind"), ctl(21, "connect")],
+    )
+    assert s.io.sort("req_ns")["session"].to_list() == [1, 2]
+    assert s.io.sort("req_ns")["outcome"].to_list() == ["unbind", "completed"]

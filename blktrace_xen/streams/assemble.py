@@ -3,7 +3,8 @@
 Builders (from xentrace events, from a ring capture, or both merged) hand over
 requests / responses / control in their schemas with ``session`` unset; this
 adds the index discontinuities the requests reveal, numbers each ring's
-sessions, and pairs.
+sessions (a run of starts with no traffic between them is one session, see
+``sessions``), and pairs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def assemble(
         control = pl.concat([control, jumps])
     control = _sorted(control)
     rings = sessions.ring_keys(requests, responses, control)
-    starts = sessions.session_starts(control, rings)
+    gaps = tables.get("gaps")
+    traffic = [requests, responses]
+    if gaps is not None and gaps.height:
+        traffic.append(gaps.sort("ns", nulls_last=True))
+    starts = sessions.session_starts(control, rings, tuple(traffic))
     requests = sessions.assign_sessions(requests, starts)
     responses = sessions.assign_sessions(responses, starts)
     responses = sessions.drain_older_instance(responses, control, starts)

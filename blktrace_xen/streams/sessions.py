@@ -1,11 +1,16 @@
 """Ring sessions: each ring's life split where the ring is (re)started.
 
-A session begins where the ring indices may legitimately restart or be
-re-attached: a connect (xenbus Connected, or an explicit ``connect``), a ring
-map, a driver bind, a resume, a domain create, or an index discontinuity
-inferred from the ring itself. Requests, responses and control rows get the
-number of session starts seen for their ring at or before their time (0 = the
-ring was already live when the trace began).
+A session is one span of a ring's life. It begins where the ring indices may
+legitimately restart or be re-attached: a connect (xenbus Connected, or an
+explicit ``connect``), a ring map, a driver bind, a resume, a domain create, or
+an index discontinuity inferred from the ring itself. One connect emits several
+of those in a row (domain create, map, Connected of each end), so consecutive
+starts with no traffic (request, response, or entries a snapshot saw overwritten)
+between them are one session, which begins at the first of them: when the ring
+came up, which is the time a person debugging it looks for. Sessions are
+numbered 1, 2, ... per ring; 0 = the ring was already live when the trace
+began. Requests and responses get the number of the last session begun at or
+before their time.
 
 Disconnect, unbind, destroy and suspend do *not* start a session: a backend
 that waits for in-flight I/O (the refcounted disconnect fix) still answers
@@ -126,8 +131,12 @@ def _end_reason() -> pl.Expr:
     return pl.when(closing).then(pl.lit("disconnect")).otherwise(reason)
 
 
-def session_starts(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
-    """One row per session start: ring key, ``ns``, ``session`` (1, 2, ...), ``start_kind``."""
+def start_events(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
+    """Every control row that starts a ring's life anew, in time order.
+
+    Columns: ring key, ``start_ns``, ``start_kind``. Several of them in a row
+    make one session (:func:`session_starts`).
+    """
     rows = per_ring(control, rings).sort("ns", "_seq")
     # A re-attach continues the ring (the same requests are answered after it),
     # so the bind, map and Connected around it start no session: the attach
@@ -137,11 +146,67 @@ def session_starts(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
     attached = at_ns | last_map
     suppressed = pl.col("kind").is_in(["bind", "ring_map", "connect", "xenbus_state"]) & attached
     starts = rows.filter(_is_start() & ~suppressed)
-    return starts.select(
-        *RING,
-        pl.col("ns").alias("start_ns"),
-        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(RING).alias("session"),
-        pl.col("kind").alias("start_kind"),
+    return starts.select(*RING, pl.col("ns").alias("start_ns"), pl.col("kind").alias("start_kind"))
+
+
+def _last_traffic_before(events: pl.DataFrame, frame: pl.DataFrame) -> pl.Series:
+    """Per row of ``events`` (ring key, ``start_ns``; sorted by it): the time of
+    ``frame``'s last row of the ring strictly before ``start_ns`` (null if none).
+
+    ``frame`` must be sorted by ``ns`` (nulls anywhere are dropped).
+    """
+    right = frame.select(*RING, pl.col("ns").alias("_t")).filter(pl.col("_t").is_not_null())
+    if right.height == 0:
+        return pl.Series("_t", [None] * events.height, dtype=pl.Int64)
+    right = right.cast({k: events.schema[k] for k in RING})
+    return events.join_asof(
+        right,
+        left_on="start_ns",
+        right_on="_t",
+        by=RING,
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )["_t"]
+
+
+def session_starts(
+    control: pl.DataFrame,
+    rings: pl.DataFrame,
+    traffic: tuple[pl.DataFrame, ...] | None = None,
+) -> pl.DataFrame:
+    """One row per session: ring key, ``start_ns``, ``session`` (1, 2, ...), ``start_kind``,
+    ``last_start_ns``.
+
+    ``traffic``: frames with ring key and ``ns``, each sorted by ``ns``
+    (requests, responses, gaps). A start with no row of them since the
+    previous start joins that start's session; the session keeps the first
+    start's time and kind, and ``last_start_ns`` is its last start's time.
+    Without ``traffic`` every start is a session of its own (the raw starts,
+    as :func:`unanswered_outcome` may use: it does not read the numbers).
+    """
+    events = start_events(control, rings)
+    prev = pl.col("start_ns").shift(1).over(RING)
+    if traffic is None or events.height == 0:
+        new = pl.repeat(True, pl.len())
+    else:
+        last = [_last_traffic_before(events, f) for f in traffic if f.height]
+        events = events.with_columns(
+            pl.max_horizontal(last).alias("_t") if last else pl.lit(None, pl.Int64).alias("_t")
+        )
+        # Traffic at the previous start's instant belongs to its session.
+        new = prev.is_null() | (pl.col("_t").is_not_null() & (pl.col("_t") >= prev))
+    numbered = events.with_columns(
+        new.cum_sum().over(RING).cast(pl.UInt32).alias("session"),
+    )
+    return (
+        numbered.group_by([*RING, "session"], maintain_order=True)
+        .agg(
+            pl.col("start_ns").first(),
+            pl.col("start_kind").first(),
+            pl.col("start_ns").last().alias("last_start_ns"),
+        )
+        .select(*RING, "start_ns", "session", "start_kind", "last_start_ns")
     )
 
 
@@ -231,7 +296,11 @@ def _instance_overlaps(control: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFr
         .select(*RING, pl.col("ns").alias("begin_ns"), "until_ns", "nr_ents")
         .sort("begin_ns")
     )
-    before = starts.select(*RING, "start_ns", "session").sort("start_ns")
+    before = starts.select(*RING, "start_ns", "session", "last_start_ns").sort("start_ns")
+    # A map inside a session's run of starts (the domain create, bind, ... of
+    # the new instance came just before it) is that session's own start: the
+    # older instance's session is the one before.
+    in_run = pl.col("begin_ns") <= pl.col("last_start_ns")
     return (
         windows.join_asof(
             before,
@@ -242,8 +311,15 @@ def _instance_overlaps(control: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFr
             allow_exact_matches=False,
             check_sortedness=False,
         )
-        .with_columns(pl.col("session").fill_null(0).cast(pl.UInt32).alias("old_session"))
-        .drop("start_ns", "session")
+        .with_columns(
+            pl.when(in_run)
+            .then(pl.col("session") - 1)
+            .otherwise(pl.col("session"))
+            .fill_null(0)
+            .cast(pl.UInt32)
+            .alias("old_session")
+        )
+        .drop("start_ns", "session", "last_start_ns")
     )
 
 
@@ -310,7 +386,9 @@ def unanswered_outcome(
 
     The first disconnect / unbind / destroy / suspend of the ring at or after
     the request, within its session; else, if a later session started, the
-    reason that start implies; else ``trace_end``.
+    reason that start implies; else ``trace_end``. The later session is the
+    first start after the request (a start at its instant is its own), so
+    ``starts`` may be the raw starts or the sessions: the answer is the same.
     """
     if pending.height == 0:
         return pl.Series("outcome", [], dtype=pl.String)
@@ -320,29 +398,40 @@ def unanswered_outcome(
         .sort("ns", "_seq")
         .select(*RING, pl.col("ns").alias("end_ns"), "reason")
     )
-    nxt = starts.select(
-        *RING,
-        (pl.col("session") - 1).alias("session"),
-        pl.col("start_ns").alias("next_start_ns"),
-        pl.col("start_kind")
-        .replace_strict(_START_AS_REASON, return_dtype=pl.String)
-        .alias("next_reason"),
+    nxt = (
+        starts.filter(pl.col("start_ns").is_not_null())
+        .select(
+            *RING,
+            pl.col("start_ns").alias("next_start_ns"),
+            pl.col("start_kind")
+            .replace_strict(_START_AS_REASON, return_dtype=pl.String)
+            .alias("next_reason"),
+        )
+        .sort("next_start_ns")
     )
-    work = pending.select(*RING, "session", "ns").with_row_index("_row")
-    work = work.join(nxt, on=[*RING, "session"], how="left")
+    work = (
+        pending.select(*RING, "ns")
+        .with_row_index("_row")
+        .with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
+        .sort("ns", maintain_order=True)
+        .join_asof(
+            nxt.cast({k: pending.schema[k] for k in RING}),
+            left_on="ns",
+            right_on="next_start_ns",
+            by=RING,
+            strategy="forward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+    )
     if reasons.height:
-        work = (
-            work.with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
-            .sort("ns", maintain_order=True)
-            .join_asof(
-                reasons,
-                left_on="ns",
-                right_on="end_ns",
-                by=RING,
-                strategy="forward",
-                check_sortedness=False,
-            )
-            .sort("_row")
+        work = work.join_asof(
+            reasons,
+            left_on="ns",
+            right_on="end_ns",
+            by=RING,
+            strategy="forward",
+            check_sortedness=False,
         )
     else:
         work = work.with_columns(
@@ -351,14 +440,18 @@ def unanswered_outcome(
     in_session = pl.col("end_ns").is_not_null() & (
         pl.col("next_start_ns").is_null() | (pl.col("end_ns") <= pl.col("next_start_ns"))
     )
-    return work.select(
-        pl.when(in_session)
-        .then(pl.col("reason"))
-        .when(pl.col("next_reason").is_not_null())
-        .then(pl.col("next_reason"))
-        .otherwise(pl.lit("trace_end"))
-        .alias("outcome")
-    ).to_series()
+    return (
+        work.sort("_row")
+        .select(
+            pl.when(in_session)
+            .then(pl.col("reason"))
+            .when(pl.col("next_reason").is_not_null())
+            .then(pl.col("next_reason"))
+            .otherwise(pl.lit("trace_end"))
+            .alias("outcome")
+        )
+        .to_series()
+    )
 
 
 def index_discontinuities(requests: pl.DataFrame) -> pl.DataFrame:
@@ -397,5 +490,6 @@ __all__ = [
     "per_ring",
     "ring_keys",
     "session_starts",
+    "start_events",
     "unanswered_outcome",
 ]

@@ -93,8 +93,7 @@ def _streams_lines(summary: dict[str, Any]) -> list[str]:
         unanswered = ", ".join(f"{k} {v}" for k, v in sorted(r["unanswered"].items()))
         lines.append(
             f"  {r['ring']}: {r['requests']} requests, {r['completed']} completed, "
-            f"{r['sessions_with_io']} session(s) with I/O"
-            + (f", unanswered: {unanswered}" if unanswered else "")
+            f"I/O in {r['sessions_label']}" + (f", unanswered: {unanswered}" if unanswered else "")
         )
     if summary["control"]:
         lines.append(

@@ -21,7 +21,7 @@ def _lines(summary: dict[str, Any], written: list[Path]) -> list[str]:
             f"{ring['responses'] or 0} responses, {ring['completed'] or 0} completed"
             + (f", unanswered: {extra}" if extra else "")
             + (f", pairing: {facts}" if facts else "")
-            + f", sessions 0..{ring['last_session'] or 0}"
+            + f", {ring['sessions_label']}"
         )
     for g in summary["grants"]:
         out.append(
