@@ -447,8 +447,9 @@ class Backend:
         else:
             self.overflow.remove(req)
         data: Data | None = None
+        sys = self.sys
+        op = req.operation
         if status == BLKIF_RSP_OKAY:
-            op = req.operation
             kind = (
                 IO_WRITE
                 if op == 1
@@ -457,9 +458,14 @@ class Backend:
                 else io_kind(op, req.indirect_op, req.nr_sectors)
             )
             if kind == IO_WRITE:
-                self._wrote(t_ns, req)
+                deferred = sys.deferred
+                if deferred is not None and sys.actions is None and not self.after_handoff:
+                    # _wrote's common case, inlined (hot path).
+                    deferred.log += (C_AP, seq, req.sector_number, req.nr_sectors, 0)
+                    deferred.ctx.append((t_ns, sys.key, rid, self.instance, len(sys.violations)))
+                else:
+                    self._wrote(t_ns, req)
             elif kind == IO_READ:
-                sys = self.sys
                 dlog = sys.disk_log
                 if dlog is not None:
                     # DeferredDiskOracle.read, inlined (hot path): the data is a token.
@@ -467,7 +473,18 @@ class Backend:
                     dlog += (C_RD, -1, req.sector_number, req.nr_sectors, 0)
                 elif sys.disk is not None:
                     data = sys.disk.read(req.sector_number, req.nr_sectors)
-        self._respond(t_ns, req, status, data)
+        if self.mapped and sys.actions is None and op != BLKIF_OP_INDIRECT:
+            # _respond's common case, inlined (hot path): a call per I/O.
+            ring = self.ring
+            idx = self.rsp_prod_pvt
+            ring.slot_rsp[idx & ring.mask] = (rid, op, status, data)
+            new = (idx + 1) & MASK32
+            self.rsp_prod_pvt = new
+            ring.rsp_prod = new
+            if ((ring.req_prod - new) & MASK32) > ring.nr_ents and ring is sys.ring:
+                sys.producer_violation(t_ns)
+        else:
+            self._respond(t_ns, req, status, data)
         done = self._io_done
         if done is not None:
             done(self, req, t_ns)
