@@ -127,32 +127,38 @@ def _btt_table(streams: Streams, keys: list[str]) -> pl.DataFrame:
     span = (
         pl.max_horizontal(pl.col("rsp_ns").max(), pl.col("req_ns").max()) - pl.col("req_ns").min()
     ).alias("span_ns")
-    table = (
-        io.lazy()
-        .group_by(keys)
-        .agg(
-            pl.len().alias("count"),
-            done.sum().alias("completed"),
-            (pl.col("status").fill_null(0) != 0).sum().alias("errors"),
-            span,
-            (pl.col("nr_sectors").filter(done).sum() * SECTOR_BYTES).alias("bytes"),
-            lat.mean().alias("lat_mean_ns"),
-            lat.quantile(0.5, "nearest").alias("lat_p50_ns"),
-            lat.quantile(0.9, "nearest").alias("lat_p90_ns"),
-            lat.quantile(0.99, "nearest").alias("lat_p99_ns"),
-            lat.max().alias("lat_max_ns"),
-            (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
-            pl.col("reorder").abs().max().alias("reorder_max"),
-            pl.col("reorder").abs().mean().alias("reorder_mean_abs"),
-        )
-        .with_columns(
-            pl.when(pl.col("span_ns") > 0)
-            .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
-            .alias("iops"),
-            pl.when(pl.col("span_ns") > 0)
-            .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
-            .alias("mb_s"),
-        )
+
+    def groups(rows: pl.LazyFrame) -> pl.DataFrame:
+        return rows.group_by(keys).agg(*aggs).collect()
+
+    aggs = [
+        pl.len().alias("count"),
+        done.sum().alias("completed"),
+        (pl.col("status").fill_null(0) != 0).sum().alias("errors"),
+        span,
+        (pl.col("nr_sectors").filter(done).sum() * SECTOR_BYTES).alias("bytes"),
+        lat.mean().alias("lat_mean_ns"),
+        lat.quantile(0.5, "nearest").alias("lat_p50_ns"),
+        lat.quantile(0.9, "nearest").alias("lat_p90_ns"),
+        lat.quantile(0.99, "nearest").alias("lat_p99_ns"),
+        lat.max().alias("lat_max_ns"),
+        (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+        pl.col("reorder").abs().max().alias("reorder_max"),
+        pl.col("reorder").abs().mean().alias("reorder_mean_abs"),
+    ]
+    # Groups that split by ring are summed a few rings at a time (same groups).
+    batches = ring_batches([io]) if set(RING) <= set(keys) else None
+    if batches is None:
+        grouped = groups(io.lazy())
+    else:
+        grouped = pl.concat([groups(io.lazy().filter(in_batch(b))) for b in batches])
+    table = grouped.lazy().with_columns(
+        pl.when(pl.col("span_ns") > 0)
+        .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
+        .alias("iops"),
+        pl.when(pl.col("span_ns") > 0)
+        .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
+        .alias("mb_s"),
     )
     depth = _depth(streams, keys)
     if depth is not None:
