@@ -129,11 +129,12 @@ class Xbd2006RecoveryAsPosted:
                 "xbd: recovery ring exhausted (panic)",
             )
         idx = self.rec_ring_free
+        rec_id = self.rec_id
         # rec_ring_retire trusts the response id (a KASSERT only), so a response
         # for a slot that was not allocated threads a live slot, or an xbdreq
         # pointer, into the free list; the C driver then scribbles over memory.
         # The model stops there with a protocol error instead of an IndexError.
-        if not 0 <= idx < self.size or self.is_alloc(idx):
+        if not 0 <= idx < self.size or rec_id[idx] >= PAGE_SIZE:  # is_alloc, inlined
             raise FrontendProtocolError(
                 fe.sys.ring_name,
                 fe.state.value,
@@ -141,10 +142,11 @@ class Xbd2006RecoveryAsPosted:
                 f"xbd: recovery ring free list corrupted (next free {idx:#x} is not a free slot):"
                 " a response retired a slot that was not in flight",
             )
-        self.rec_ring_free = self.rec_id[idx]
+        self.rec_ring_free = rec_id[idx]
         self.rec_operation[idx] = req.operation
         self.rec_nr_segments[idx] = req.nr_segments
-        self.rec_id[idx] = self.pool.get()  # the xbdreq pointer
+        free = self.pool.free  # the xbdreq pointer: GET_XBDREQ, a call less when one is free
+        rec_id[idx] = free.pop() if free else self.pool.get()
         if self.copies_sector_number:
             self.rec_sector_number[idx] = req.sector_number
         self.rec_frames[idx] = (req.nr_sectors, req.version)  # xpmap_mtop(frame_and_sects)
@@ -155,12 +157,13 @@ class Xbd2006RecoveryAsPosted:
         idx = rsp_id
         if not 0 <= idx < self.size:
             return
-        if self.checks_allocated_on_retire and not self.is_alloc(idx):
+        rec_id = self.rec_id
+        rid = rec_id[idx]
+        if self.checks_allocated_on_retire and rid < PAGE_SIZE:  # not is_alloc(idx)
             return
-        rid = self.rec_id[idx]
         if rid >= PAGE_SIZE:
-            self.pool.put(rid)
-        self.rec_id[idx] = self.rec_ring_free
+            self.pool.free.append(rid)  # PUT_XBDREQ, inlined
+        rec_id[idx] = self.rec_ring_free
         self.rec_ring_free = idx
 
     def recover(self, fe: Frontend) -> list[Req]:
