@@ -25,7 +25,6 @@ never an error.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -255,21 +254,26 @@ def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tup
     raw_req = slots[q_snap, q_idx & (n - 1)]
 
     # --- responses ------------------------------------------------------
-    s_snap, s_idx = _spans(sp_prev, d_rsp)
+    # A hostile or corrupt page can move rsp_prod by up to 2**31: spanning every index
+    # would build billions of rows. With sane producers only the last n published can
+    # still show in the ring; the ones before the last 2n are counted unseen unspanned.
+    skip = np.maximum(d_rsp - 2 * n, 0)
+    s_snap, s_idx = _spans((sp_prev.astype(np.int64) + skip) & 0xFFFFFFFF, d_rsp - skip)
     age = (rp[s_snap] - s_idx.astype(np.int64)) & 0xFFFFFFFF
     visible = age <= n
-    if (~visible).any():
+    if (~visible).any() or skip.any():
         # consecutive unseen responses of a snapshot form one gap record
-        for i in np.unique(s_snap[~visible]):
+        for i in np.union1d(s_snap[~visible], np.flatnonzero(skip)):
             sel = (s_snap == i) & ~visible
+            first = int(sp_prev[i]) if skip[i] else int(s_idx[sel][0])
             gaps_rsp.append(
                 {
                     **key_cols,
                     "ns": int(r.ns[i]),
                     "prev_ns": int(prev_ns[i]),
                     "producer": "rsp",
-                    "from_idx": int(s_idx[sel][0]),
-                    "count": int(sel.sum()),
+                    "from_idx": first,
+                    "count": int(skip[i] + sel.sum()),
                 }
             )
     s_snap, s_idx = s_snap[visible], s_idx[visible]
@@ -412,6 +416,34 @@ def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tup
     return part, new_carry
 
 
+def _served(step: np.ndarray[Any, Any], group_start: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """For a queue whose length moves by ``step`` (+1 arrival, -1 departure, never
+    below 0), whether each departure found the queue non-empty.
+
+    ``step`` is in event order inside each group; ``group_start`` marks the
+    first event of each group (each group is its own queue, empty at first).
+    The length is the running sum minus its running minimum (0 included), so
+    a departure finds the queue empty exactly when the sum reaches a new low.
+    """
+    total = np.cumsum(step, dtype=np.int64)
+    first = np.flatnonzero(group_start)
+    sizes = np.diff(np.append(first, len(step)))
+    # the running sum since the group began
+    before = np.repeat(total[first] - step[first], sizes)
+    level = total - before
+    # Shifting each later group below every earlier one lets one cumulative
+    # minimum run over all groups without crossing a boundary.
+    gap = 2 * len(step) + 2
+    shift = np.repeat(np.arange(len(first), dtype=np.int64) * gap, sizes)
+    low = np.minimum.accumulate(level - shift) + shift
+    low_before = np.zeros(len(step), np.int64)
+    low_before[1:] = low[:-1]
+    low_before[first] = 0
+    low_before = np.minimum(low_before, 0)
+    served: np.ndarray[Any, Any] = level >= low_before
+    return served
+
+
 def _assign_via_response(
     *,
     answered: np.ndarray[Any, Any],
@@ -423,47 +455,53 @@ def _assign_via_response(
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Give each request seen only through a response the id/op of the response that answered it.
 
-    Walks requests and responses in snapshot order (requests of a snapshot
-    first: a response cannot precede its request). A response whose id
-    matches a fully seen request in flight answers that one; any other
-    answers the oldest still unassigned via_response request.
+    Requests and responses are taken in snapshot order (``q_snap``, ``s_snap``
+    non-decreasing; requests of a snapshot first: a response cannot precede
+    its request). A response whose id matches a fully seen request in flight
+    answers that one; any other answers the oldest still unassigned
+    via_response request. Two queues, counted with cumulative sums: one per id
+    of full requests in flight, one of waiting via_response requests.
     """
     total = len(answered)
     out_id = np.zeros(total, np.uint64)
     out_op = np.zeros(total, np.uint8)
     ok = np.zeros(total, dtype=bool)
-    if not answered.any():
+    if not answered.any() or len(s_snap) == 0:
         return out_id, out_op, ok
-    inflight: dict[int, int] = {}
-    waiting: deque[int] = deque()
-    rsp_ids = rsp_id.tolist()
-    rsp_ops = rsp_op.tolist()
-    q_snap_l, s_snap_l = q_snap.tolist(), s_snap.tolist()
-    answered_l, req_id_l = answered.tolist(), req_id.tolist()
-    qi = si = 0
-    nq, ns_ = len(q_snap_l), len(s_snap_l)
-    while qi < nq or si < ns_:
-        if qi < nq and (si >= ns_ or q_snap_l[qi] <= s_snap_l[si]):
-            if answered_l[qi]:
-                waiting.append(qi)
-            else:
-                rid = req_id_l[qi]
-                inflight[rid] = inflight.get(rid, 0) + 1
-            qi += 1
-        else:
-            rid = rsp_ids[si]
-            cnt = inflight.get(rid, 0)
-            if cnt:
-                if cnt == 1:
-                    del inflight[rid]
-                else:
-                    inflight[rid] = cnt - 1
-            elif waiting:
-                j = waiting.popleft()
-                out_id[j] = rid
-                out_op[j] = rsp_ops[si]
-                ok[j] = True
-            si += 1
+    nq, nr = total, len(s_snap)
+    # Positions in the merged order (ties: requests first).
+    q_pos = np.arange(nq, dtype=np.int64) + np.searchsorted(s_snap, q_snap, side="left")
+    s_pos = np.arange(nr, dtype=np.int64) + np.searchsorted(q_snap, s_snap, side="right")
+
+    # 1. Per id, in merged order: a full request arrives, a response departs.
+    full = np.flatnonzero(~answered)
+    ev_pos = np.concatenate([q_pos[full], s_pos])
+    ev_id = np.concatenate([req_id[full].astype(np.uint64), rsp_id.astype(np.uint64)])
+    ev_step = np.concatenate([np.ones(len(full), np.int64), np.full(nr, -1, np.int64)])
+    order = np.lexsort((ev_pos, ev_id))
+    ids_sorted = ev_id[order]
+    group_start = np.ones(len(order), dtype=bool)
+    group_start[1:] = ids_sorted[1:] != ids_sorted[:-1]
+    matched_sorted = _served(ev_step[order], group_start)
+    is_rsp = order >= len(full)
+    unmatched = np.ones(nr, dtype=bool)
+    unmatched[order[is_rsp] - len(full)] = ~matched_sorted[is_rsp]
+
+    # 2. In merged order: a via_response request arrives, an unmatched response departs.
+    via = np.flatnonzero(answered)
+    lone = np.flatnonzero(unmatched)
+    pos = np.concatenate([q_pos[via], s_pos[lone]])
+    step = np.concatenate([np.ones(len(via), np.int64), np.full(len(lone), -1, np.int64)])
+    order = np.argsort(pos, kind="stable")
+    start = np.zeros(len(order), dtype=bool)
+    start[:1] = True
+    served = _served(step[order], start)
+    took = order[(order >= len(via)) & served] - len(via)  # in merged order
+    # A FIFO queue: the k-th response served takes the k-th request that arrived.
+    rows = via[: len(took)]
+    out_id[rows] = rsp_id[lone[took]]
+    out_op[rows] = rsp_op[lone[took]]
+    ok[rows] = True
     return out_id, out_op, ok
 
 
