@@ -230,8 +230,6 @@ class Frontend:
         ring = sys.ring
         rp = ring.rsp_prod
         rc = self.rsp_cons
-        logic = self.logic
-        validates = logic.validates_responses
         if ((rp - rc) & MASK32) > ring.nr_ents:
             self.violate(
                 t_ns,
@@ -242,20 +240,19 @@ class Frontend:
                 rsp_prod=rp,
                 rsp_cons=rc,
             )
-            if validates:
+            if self.logic.validates_responses:
                 self.set_state(t_ns, F_ERROR)  # "illegal number of responses"
             else:
                 # A frontend without the check would walk ~2^32 slots of garbage; the
                 # model records the break and resynchronises instead.
                 self.rsp_cons = rp
             return
+        # Few locals: this runs about once per response, so each one costs per I/O.
         acts = sys.actions
         outstanding = self.outstanding
-        answered = self.answered
         disk = sys.disk
         dlog = sys.disk_log
-        dctx = sys.disk_ctx
-        retire = logic.retire
+        retire = self.logic.retire
         slot_rsp = ring.slot_rsp
         mask = ring.mask
         while rc != rp:
@@ -272,7 +269,7 @@ class Frontend:
                 )
             req = outstanding.get(rid)
             if req is None:
-                if rid in answered:
+                if rid in self.answered:
                     self.violate(
                         t_ns, "duplicate-response", rid, idx, f"second response for id {rid}"
                     )
@@ -284,7 +281,7 @@ class Frontend:
                         idx,
                         f"response for id {rid}, which is not outstanding",
                     )
-                if validates:
+                if self.logic.validates_responses:
                     self.rsp_cons = rc
                     self.set_state(t_ns, F_ERROR)
                     return
@@ -300,12 +297,12 @@ class Frontend:
                     f"response op {rop} for a request with op {req.effective_op}",
                     seq=req.seq,
                 )
-                if validates:
+                if self.logic.validates_responses:
                     self.rsp_cons = rc
                     self.set_state(t_ns, F_ERROR)
                     return
             del outstanding[rid]
-            answered.add(rid)
+            self.answered.add(rid)
             retire(self, rid)
             if disk is not None:
                 kind = (
@@ -327,7 +324,7 @@ class Frontend:
                             req.nr_sectors,
                             data[0] if data is not None else -1,
                         )
-                        dctx.append((t_ns, sys.key, rid, idx, len(sys.violations)))
+                        sys.disk_ctx.append((t_ns, sys.key, rid, idx, len(sys.violations)))
                 elif kind == IO_WRITE:
                     if status == BLKIF_RSP_OKAY:
                         disk.ack_write(req.seq)
