@@ -315,3 +315,21 @@ def test_capture_shows_a_rewritten_slot() -> None:
         FrontMutateSlot(t_ns=1200, ring=(1, 51712, 0), idx=0, sector_number=64, nr_sectors=8)
     ]
     assert "slot-mutated" in replay(s, ["linux-default"]).verdicts[0].invariants()
+
+
+def test_events_are_built_from_the_columns_on_demand() -> None:
+    inp = build_input(disconnect_during_io())
+    assert inp.counts["events"] == len(inp.kinds) == len(inp.args) == len(inp.rings)
+    # The same object per ring (the engine compares ring keys with `is`).
+    assert len({id(k) for k in inp.rings}) == len(set(inp.rings))
+    built = [inp.event(i) for i in range(len(inp.kinds))]
+    assert built == inp.events
+    sub = next(e for e in built if isinstance(e, FrontSubmit))
+    i = built.index(sub)
+    assert inp.args[i][:5] == (
+        sub.operation,
+        sub.sector_number,
+        sub.nr_sectors,
+        sub.nr_segments,
+        sub.id,
+    )
