@@ -37,9 +37,11 @@ def run_rules(
 ) -> pl.DataFrame:
     """Run the selected rules (all by default) and return their findings.
 
-    The frame has FINDINGS_SCHEMA, is sorted by ``ns`` (ties keep catalogue
-    order), keeps only findings at or above ``min_severity``, and has the
-    confidence of findings overlapping lost records or ring gaps lowered.
+    The frame has FINDINGS_SCHEMA, is sorted by ``ns``, then catalogue order,
+    ring, session, id, index and message (a total order, so the output is the
+    same on every run whatever order a rule's grouping produced), keeps only
+    findings at or above ``min_severity``, and has the confidence of findings
+    overlapping lost records or ring gaps lowered.
     Raises :class:`ModelUsageError` for an unknown rule id or severity.
     """
     selected = _check(rules, min_severity)
@@ -55,7 +57,15 @@ def run_rules(
     rank = severity_rank(min_severity)
     found = found.filter(pl.col("severity").to_physical() >= rank)
     found = confidence.adjust(found, streams, opts)
-    return found.sort("ns", maintain_order=True, nulls_last=True)
+    order = {rule: i for i, rule in enumerate(RULES)}
+    keys = ["ns", "_rank", "domid", "vdev", "queue", "session", "id", "idx", "message"]
+    return (
+        found.with_columns(
+            pl.col("rule").replace_strict(order, return_dtype=pl.UInt32).alias("_rank")
+        )
+        .sort(keys, nulls_last=True)
+        .drop("_rank")
+    )
 
 
 def summarize(findings: pl.DataFrame) -> dict[str, Any]:
