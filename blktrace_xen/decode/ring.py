@@ -417,30 +417,30 @@ def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tup
 
 
 def _served(step: np.ndarray[Any, Any], group_start: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """For a queue whose length moves by ``step`` (+1 arrival, -1 departure, never
-    below 0), whether each departure found the queue non-empty.
+    """For a queue whose length moves by ``step`` (+1 arrival, -1 departure, 0
+    nothing, never below 0), whether each departure found the queue non-empty.
 
     ``step`` is in event order inside each group; ``group_start`` marks the
     first event of each group (each group is its own queue, empty at first).
     The length is the running sum minus its running minimum (0 included), so
     a departure finds the queue empty exactly when the sum reaches a new low.
     """
-    total = np.cumsum(step, dtype=np.int64)
+    level = np.cumsum(step, dtype=np.int64)
     first = np.flatnonzero(group_start)
     sizes = np.diff(np.append(first, len(step)))
-    # the running sum since the group began
-    before = np.repeat(total[first] - step[first], sizes)
-    level = total - before
+    if len(first) > 1:  # the running sum since the group began
+        level -= np.repeat(level[first] - step[first], sizes)
     # Shifting each later group below every earlier one lets one cumulative
     # minimum run over all groups without crossing a boundary.
-    gap = 2 * len(step) + 2
-    shift = np.repeat(np.arange(len(first), dtype=np.int64) * gap, sizes)
-    low = np.minimum.accumulate(level - shift) + shift
-    low_before = np.zeros(len(step), np.int64)
-    low_before[1:] = low[:-1]
-    low_before[first] = 0
-    low_before = np.minimum(low_before, 0)
-    served: np.ndarray[Any, Any] = level >= low_before
+    shift = np.repeat(np.arange(len(first), dtype=np.int64) * (2 * len(step) + 2), sizes)
+    low = level - shift
+    np.minimum.accumulate(low, out=low)
+    low += shift
+    del shift
+    low[1:] = low[:-1].copy()  # the low before each event
+    low[first] = 0
+    np.minimum(low, 0, out=low)
+    served: np.ndarray[Any, Any] = level >= low
     return served
 
 
@@ -475,32 +475,33 @@ def _assign_via_response(
 
     # 1. Per id, in merged order: a full request arrives, a response departs.
     full = np.flatnonzero(~answered)
-    ev_pos = np.concatenate([q_pos[full], s_pos])
+    nf = len(full)
     ev_id = np.concatenate([req_id[full].astype(np.uint64), rsp_id.astype(np.uint64)])
-    ev_step = np.concatenate([np.ones(len(full), np.int64), np.full(nr, -1, np.int64)])
-    order = np.lexsort((ev_pos, ev_id))
+    order = np.lexsort((np.concatenate([q_pos[full], s_pos]), ev_id))
     ids_sorted = ev_id[order]
+    del ev_id
     group_start = np.ones(len(order), dtype=bool)
     group_start[1:] = ids_sorted[1:] != ids_sorted[:-1]
-    matched_sorted = _served(ev_step[order], group_start)
-    is_rsp = order >= len(full)
+    del ids_sorted
+    matched = _served(np.where(order < nf, 1, -1).astype(np.int8), group_start)
+    is_rsp = order >= nf
     unmatched = np.ones(nr, dtype=bool)
-    unmatched[order[is_rsp] - len(full)] = ~matched_sorted[is_rsp]
+    unmatched[order[is_rsp] - nf] = ~matched[is_rsp]
+    del order, matched, is_rsp, group_start
 
     # 2. In merged order: a via_response request arrives, an unmatched response departs.
     via = np.flatnonzero(answered)
     lone = np.flatnonzero(unmatched)
-    pos = np.concatenate([q_pos[via], s_pos[lone]])
-    step = np.concatenate([np.ones(len(via), np.int64), np.full(len(lone), -1, np.int64)])
-    order = np.argsort(pos, kind="stable")
-    start = np.zeros(len(order), dtype=bool)
-    start[:1] = True
-    served = _served(step[order], start)
-    took = order[(order >= len(via)) & served] - len(via)  # in merged order
+    step = np.zeros(nq + nr, np.int8)
+    step[q_pos[via]] = 1
+    step[s_pos[lone]] = -1
+    start = np.zeros(nq + nr, dtype=bool)
+    start[0] = True
+    took = lone[_served(step, start)[s_pos[lone]]]  # in merged order
     # A FIFO queue: the k-th response served takes the k-th request that arrived.
     rows = via[: len(took)]
-    out_id[rows] = rsp_id[lone[took]]
-    out_op[rows] = rsp_op[lone[took]]
+    out_id[rows] = rsp_id[took]
+    out_op[rows] = rsp_op[took]
     ok[rows] = True
     return out_id, out_op, ok
 
