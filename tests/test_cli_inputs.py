@@ -39,6 +39,7 @@ def test_info_ringcap_shows_rings_sessions_and_requests(capture: Path) -> None:
     result = runner.invoke(app, ["info", str(capture)])
     assert result.exit_code == 0, result.output
     assert "vbd/3/51712/q0: x86_64-abi order 0 (32 entries)" in result.output
+    assert "1 ring, 1 session with I/O" in result.output
     assert "d3/51712/q0: 2 requests, 2 completed" in result.output
 
 

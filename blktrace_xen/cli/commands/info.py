@@ -88,7 +88,11 @@ def _ringcap_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def _streams_lines(summary: dict[str, Any]) -> list[str]:
-    lines = [f"rings        {len(summary['rings'])}, {summary['ring_sessions']} sessions"]
+    n_rings, n_sessions = len(summary["rings"]), summary["ring_sessions"]
+    lines = [
+        f"rings        {n_rings} ring{'s' * (n_rings != 1)}, "
+        f"{n_sessions} session{'s' * (n_sessions != 1)} with I/O"
+    ]
     for r in summary["rings"]:
         unanswered = ", ".join(f"{k} {v}" for k, v in sorted(r["unanswered"].items()))
         lines.append(
