@@ -12,14 +12,21 @@ finishes within a deadline.
 
 from __future__ import annotations
 
+import random
 import tempfile
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blktrace_xen import analyses, report
+from blktrace_xen.encode.blkif import RingPage
+from blktrace_xen.encode.ringcap import RingcapWriter
 from blktrace_xen.encode.xentrace import TraceRecord, write_xentrace
 from blktrace_xen.errors import BlktraceXenError
 from blktrace_xen.replay import replay
@@ -30,6 +37,7 @@ LOGICS = ["linux-default", "xbdback-2005-immediate", "xbd-2006-recovery-as-poste
 TRC_GUEST_BLKIF = 0x0800FB00  # TRC_GUEST | minor 0xb00: formats/blkif.toml's events
 HYPERVISOR_EVENTS = (0x0001F001, 0x00041001, 0x00041002, 0x0010F001, 0x0010F002, 0x00021001)
 U32 = 0xFFFFFFFF
+T = TypeVar("T")
 
 HOSTILE = settings(
     derandomize=True,
@@ -164,3 +172,124 @@ def test_replay_without_the_sector_record(tmp_path: Path) -> None:
 def test_replay_with_a_sector_beyond_any_disk(tmp_path: Path) -> None:
     kinds = _replay_trace(tmp_path, [_push(1, 0, 5), _sector(1, 0, (1 << 64) - 1), _rsp(1, 0, 5)])
     assert "sector-unknown" in kinds
+
+
+# --- ring captures: random pages, absurd producers, odd parameters, bad xenstore -----
+
+
+def _write_capture(path: Path, data: st.DataObject) -> None:
+    draw = data.draw
+    with RingcapWriter(path) as w:
+        rings = []
+        for _ in range(draw(st.integers(1, 3))):
+            abi = draw(st.sampled_from(["x86_64-abi", "x86_32-abi"]))
+            order = draw(st.sampled_from([0, 0, 1]))
+            iface = w.add_ring(
+                draw(st.sampled_from([0, 1, 0xFFFF])),
+                draw(st.sampled_from([51712, 0, U32])),
+                draw(st.sampled_from([0, 1, 0xFFFF])),
+                abi=abi,
+                ring_page_order=order,
+                backend_domid=draw(st.sampled_from([0, 0xFFFF])),
+            )
+            rings.append((iface, RingPage(abi, order)))
+        xs = w.add_xenstore() if draw(st.booleans()) else None
+        ns = draw(st.sampled_from([0, 1, 1 << 62]))
+        for _ in range(draw(st.integers(1, 20))):
+            iface, page = draw(st.sampled_from(rings))
+            nr = page.geometry.nr_ents
+            if draw(st.integers(0, 6)) == 0:
+                # random page bytes, from a drawn seed (a 4 KiB draw is too large a base example)
+                body = random.Random(draw(st.integers(0, 1 << 32))).randbytes(page.geometry.nbytes)
+            else:
+                for _ in range(draw(st.integers(0, 4))):
+                    idx = draw(st.integers(0, nr - 1))
+                    page.put_raw(idx, draw(st.binary(min_size=1, max_size=64)))
+                # producers: ahead by a little or a lot, backwards, around the 2**32 wrap
+                page.req_prod = draw(
+                    st.sampled_from([page.req_prod, page.req_prod + 1, page.req_prod + 40])
+                    | st.sampled_from([page.req_prod - 3, U32, 1 << 31])
+                    | st.integers(0, U32)
+                )
+                page.rsp_prod = draw(
+                    st.sampled_from([page.rsp_prod, page.rsp_prod + 1, page.req_prod])
+                    | st.sampled_from([page.rsp_prod - 2, page.req_prod + 5, 1 << 31])
+                    | st.integers(0, U32)
+                )
+                page.req_event = draw(words)
+                body = page.to_bytes()
+            ns += draw(st.sampled_from([0, 1, 1000, 10**9]))
+            tsc = draw(st.sampled_from([None, 0, ns, (1 << 64) - 1]))
+            w.write_snapshot(iface, ns, body, tsc=tsc)
+            if xs is not None and draw(st.booleans()):
+                w.write_xenstore(
+                    ns,
+                    draw(
+                        st.sampled_from(
+                            [
+                                "backend/vbd/1/51712/state",
+                                "/local/domain/1/device/vbd/51712/state",
+                                "backend/vbd/x/y/state",
+                                "garbage",
+                                "",
+                            ]
+                        )
+                    ),
+                    draw(st.sampled_from(["4", "6", "99", "-3", "", "=", "99999999999999999999"])),
+                )
+
+
+@HOSTILE
+@given(data=st.data())
+def test_ring_capture_with_hostile_content(data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ring.pcapng"
+        _write_capture(path, data)
+        pipeline([path])
+
+
+def test_rsp_prod_jumping_by_2_31_is_a_gap_not_billions_of_rows(tmp_path: Path) -> None:
+    # The response span was materialised index by index: a jump of 2**31 - 1 hung the
+    # decoder building a 2-billion-row array.
+    path = tmp_path / "ring.pcapng"
+    page = RingPage("x86_64-abi", 0)
+    with RingcapWriter(path) as w:
+        iface = w.add_ring(1, 51712, 0)
+        w.write_snapshot(iface, 1000, page.to_bytes())
+        page.rsp_prod = (1 << 31) - 1
+        w.write_snapshot(iface, 2000, page.to_bytes())
+    streams = load_streams([path])
+    rsp_gaps = streams.gaps.filter(pl.col("producer") == "rsp")
+    assert rsp_gaps.select("from_idx", "count").rows() == [(0, (1 << 31) - 1)]
+    assert streams.responses.height == 0
+
+
+def _in_thread(fn: Callable[[], T], seconds: float) -> T:
+    """``fn()``, failing (not hanging the suite) when it runs past ``seconds``."""
+    out: list[T] = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert out, f"did not finish within {seconds} s"
+    return out[0]
+
+
+def test_backend_without_overflow_check_stops_on_a_bogus_req_prod(tmp_path: Path) -> None:
+    # xbdback 2005 has no RING_REQUEST_PROD_OVERFLOW check and answers garbage slots at
+    # once, so its consume loop ran to a req_prod far ahead index by index: a hang.
+    path = tmp_path / "ring.pcapng"
+    page = RingPage("x86_64-abi", 0)
+    with RingcapWriter(path) as w:
+        iface = w.add_ring(1, 51712, 0)
+        # found by the hypothesis test: req_prod 371 M ahead of rsp_prod in the first snapshot
+        page.req_prod, page.rsp_prod = 3626764237, 3255389356
+        w.write_snapshot(iface, 1000, page.to_bytes())
+        w.write_snapshot(iface, 2000, page.to_bytes())
+    streams = load_streams([path])
+    result = _in_thread(lambda: replay(streams, ["xbdback-2005-immediate"]), 60)
+    runaway = [
+        v
+        for v in result.verdicts[0].run.result.violations
+        if v.invariant == "implausible-producer" and v.evidence.get("runaway")
+    ]
+    assert runaway

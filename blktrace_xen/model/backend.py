@@ -304,7 +304,25 @@ class Backend:
         slot_req = ring.slot_req
         slot_rsp = ring.slot_rsp
         mask = ring.mask
+        # With a plausible req_prod one pass consumes at most a ring's worth. A logic
+        # without the overflow check, facing a bogus req_prod (up to 2**32 ahead) and
+        # answering each garbage slot at once, would spin through every index: the
+        # model says so and stops there, so a hostile trace cannot hang a replay.
+        budget = nr_ents
         while rc != rp and ((rc - self.rsp_prod_pvt) & MASK32) < nr_ents:
+            if not budget:
+                self.violate(
+                    t_ns,
+                    "implausible-producer",
+                    None,
+                    rc,
+                    f"req_prod {rp} is {(rp - rc) & MASK32} entries past req_cons {rc}: "
+                    "the backend would consume them all; the model stops after a ring's worth",
+                    req_prod=rp,
+                    runaway=True,
+                )
+                break
+            budget -= 1
             slot = rc & mask
             req = slot_req[slot]
             if req is None or slot_rsp[slot] is not None:
