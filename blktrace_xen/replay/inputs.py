@@ -25,6 +25,7 @@ construction of the event objects is a Python loop, done once and shared by ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -107,23 +108,91 @@ class Caveat:
 class ReplayInput:
     """A trace turned into model inputs, shared by every logic replayed against it.
 
-    ``events`` is time-ordered. ``refs[i]`` is, for a ``FrontSubmit``, the number of the
-    traced request it submits; for a completion (``kind[i] == K_COMPLETE``), the number
-    of the request it completes (a re-issued request's completion refers to the
-    original); else -1. Completions and unanswered responses are *templates* resolved by
-    the engine against the logic's state (``payload[i]`` = (id, operation, status, idx)).
+    Columns, one row per input, time-ordered: ``kinds[i]`` (``K_*``), ``times[i]``,
+    ``rings[i]`` (shared key objects) and ``args[i]``, the row's raw values
+    ``(a, b, c, d, e, idx, ref)``: for a submit (operation, sector, sectors, segments, id
+    hint, ...); for a completion or an unanswered response (operation, status, ring index
+    or None, -, id, ...); see :func:`build_input` for the rare kinds. ``refs[i]`` is, for
+    a submit, the number of the traced request it submits; for a completion
+    (``kinds[i] == K_COMPLETE``), the number of the request it completes (a re-issued
+    request's completion refers to the original); else -1. Completions and unanswered
+    responses are *templates* resolved by the engine against the logic's state.
+
+    :attr:`events` is the same timeline as model input objects (None for a template),
+    built on first use: the engine reads the columns, so a replay never pays for them.
     """
 
-    events: list[InputEvent | None]
     kinds: list[int]
     refs: list[int]
-    payload: list[tuple[int, int, int, int] | None]
+    args: list[tuple[Any, ...]]
     times: list[int]
     rings: list[RingKey]
     ring_params: dict[RingKey, tuple[int, int]]  # nr_ents, start idx
     caveats: list[Caveat] = field(default_factory=list)
     lost_windows: list[tuple[int, int]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    _events: list[InputEvent | None] | None = field(default=None, repr=False)
+
+    @property
+    def events(self) -> list[InputEvent | None]:
+        """Row ``i`` as a model input event; None for a completion or response template."""
+        if self._events is None:
+            self._events = [self.event(i) for i in range(len(self.kinds))]
+        return self._events
+
+    def event(self, i: int) -> InputEvent | None:
+        """Row ``i`` as a model input event (None for a completion or response template)."""
+        kind = self.kinds[i]
+        t = self.times[i]
+        ring = self.rings[i]
+        a, b, c, d, e, idx, ref = self.args[i]
+        if kind == K_SUBMIT:
+            return FrontSubmit(
+                t_ns=t,
+                ring=ring,
+                operation=a,
+                sector_number=b,
+                nr_sectors=c,
+                nr_segments=d,
+                id=e,
+            )
+        if kind == K_CONSUME:
+            return BackConsume(t_ns=t, ring=ring)
+        if kind == K_FRONT_CONSUME:
+            return FrontConsume(t_ns=t, ring=ring)
+        if kind == K_CONTROL:
+            cls = _CTRL_CLASSES[a]
+            if cls is Disconnect:
+                return Disconnect(t_ns=t, ring=ring, side="front" if b else "back")
+            ctrl: InputEvent = cls(t_ns=t, ring=ring)
+            return ctrl
+        if kind == K_SET_REQ_PROD:
+            return FrontSetReqProd(t_ns=t, ring=ring, req_prod=b)
+        if kind == K_MUTATE:
+            # a: bit mask of the rewritten fields (_MUTABLE order); b, c, d, e, ref: the
+            # values the slot held (sector, sectors, segments, id, operation)
+            old = {
+                "operation": ref,
+                "sector_number": b,
+                "nr_sectors": c,
+                "nr_segments": d,
+                "id": e,
+            }
+            fields = {n: old[n] for k, n in enumerate(_MUTABLE) if a >> k & 1}
+            return FrontMutateSlot(t_ns=t, ring=ring, idx=idx, **fields)
+        return None  # K_COMPLETE / K_RESPONSE: resolved against the logic's state
+
+
+_CTRL_BY_NAME: Final[dict[str, Callable[..., InputEvent]]] = {
+    "Disconnect": Disconnect,
+    "Unbind": Unbind,
+    "Bind": Bind,
+    "Suspend": Suspend,
+    "Resume": Resume,
+    "DomainDestroy": DomainDestroy,
+    "Handoff": Handoff,
+}
+_CTRL_CLASSES: Final = [_CTRL_BY_NAME[name] for name in _CTRL_NAMES]  # by code (column a)
 
 
 def _ring_label(domid: int, vdev: int, queue: int) -> str:
@@ -255,7 +324,11 @@ def _control_events(streams: Streams, known: pl.DataFrame) -> tuple[pl.DataFrame
     ctl = ctl.with_columns(pl.col("_name").shift(1).over(RING).alias("_prev")).filter(
         pl.col("_prev").is_null() | (pl.col("_prev") != pl.col("_name"))
     )
-    traced = {(int(d), int(v), int(q)) for d, v, q in ctl.select(RING).unique().rows()}
+    traced = {
+        (int(d), int(v), int(q))
+        for d, v, q in ctl.select(RING).unique().rows()
+        if None not in (d, v, q)  # domain-wide rows name no ring
+    }
     inferred = _xenstore_controls(streams, traced)
     if inferred.height:
         ctl = pl.concat(
@@ -366,7 +439,7 @@ def build_input(streams: Streams) -> ReplayInput:
     known = pl.concat(
         [requests.select(RING), responses.select(RING), streams.rings.select(RING)]
     ).unique(maintain_order=True)
-    known = known.filter(pl.col("vdev").is_not_null() & pl.col("queue").is_not_null())
+    known = known.filter(pl.all_horizontal(pl.col(RING).is_not_null()))
 
     canon = _reissues(requests, streams.control, io)
     req = requests.with_columns(
@@ -401,6 +474,7 @@ def build_input(streams: Streams) -> ReplayInput:
         & pl.col("sector_number").is_not_null()
         & pl.col("nr_sectors").is_not_null()
         & (pl.col("sector_number") < _MAX_SECTOR)
+        & (pl.col("nr_sectors") < _MAX_SECTOR)
     )
     n_unranged = req.filter(own & playable & full & ~ranged).height
     if n_unranged:
@@ -575,6 +649,7 @@ def build_input(streams: Streams) -> ReplayInput:
     timeline = (
         pl.concat(parts)
         .filter(pl.col("t").is_not_null() & pl.col("vdev").is_not_null())
+        .filter(pl.col("domid").is_not_null())  # a row with no ring cannot reach a model
         .with_columns(pl.col("queue").fill_null(0))
         .sort(["t", "kind"], maintain_order=True)
     )
@@ -586,93 +661,29 @@ def build_input(streams: Streams) -> ReplayInput:
         if b is not None
     ]
     inp.ring_params = _ring_params(streams, known)
-    inp.counts = {**counts, "events": len(inp.events)}
+    inp.counts = {**counts, "events": len(inp.kinds)}
     return inp
 
 
 def _objects(tl: pl.DataFrame) -> ReplayInput:
-    """Build the event objects: the one per-row Python loop of the conversion."""
-    n = tl.height
-    kinds = tl["kind"].to_list()
-    times = tl["t"].to_list()
-    dom = tl["domid"].to_list()
-    vdev = tl["vdev"].to_list()
-    que = tl["queue"].to_list()
-    a = tl["a"].to_list()
-    b = tl["b"].to_list()
-    c = tl["c"].to_list()
-    d = tl["d"].to_list()
-    e = tl["e"].to_list()
-    ref = tl["ref"].to_list()
-    refs_idx = tl["idx"].to_list()
-    events: list[InputEvent | None] = [None] * n
-    payload: list[tuple[int, int, int, int] | None] = [None] * n
-    refs = [-1] * n
-    rings: list[RingKey] = [(0, 0, 0)] * n
-    ring_cache: dict[tuple[int, int, int], RingKey] = {}
-    ctrl_cls = {
-        "Disconnect": Disconnect,
-        "Unbind": Unbind,
-        "Bind": Bind,
-        "Suspend": Suspend,
-        "Resume": Resume,
-        "DomainDestroy": DomainDestroy,
-        "Handoff": Handoff,
-    }
-    ctrl_by_code = [ctrl_cls[name] for name in _CTRL_NAMES]
-    for i in range(n):
-        k3 = (dom[i], vdev[i], que[i])
-        ring = ring_cache.get(k3)
-        if ring is None:
-            ring = ring_cache[k3] = (int(k3[0]), int(k3[1]), int(k3[2]))
-        rings[i] = ring
-        kind = kinds[i]
-        t = times[i]
-        if kind == K_SUBMIT:
-            events[i] = FrontSubmit(
-                t_ns=t,
-                ring=ring,
-                operation=a[i],
-                sector_number=b[i],
-                nr_sectors=c[i],
-                nr_segments=d[i],
-                id=e[i],
-            )
-            refs[i] = ref[i]
-        elif kind == K_CONSUME:
-            events[i] = BackConsume(t_ns=t, ring=ring)
-        elif kind == K_FRONT_CONSUME:
-            events[i] = FrontConsume(t_ns=t, ring=ring)
-        elif kind == K_CONTROL:
-            cls = ctrl_by_code[a[i]]
-            if cls is Disconnect:
-                events[i] = Disconnect(t_ns=t, ring=ring, side="front" if b[i] else "back")
-            else:
-                events[i] = cls(t_ns=t, ring=ring)
-        elif kind == K_SET_REQ_PROD:
-            events[i] = FrontSetReqProd(t_ns=t, ring=ring, req_prod=b[i])
-        elif kind == K_MUTATE:
-            # a: bit mask of the rewritten fields (_MUTABLE order); b, c, d, e, ref: the
-            # values the slot held (sector, sectors, segments, id, operation)
-            old = {
-                "operation": ref[i],
-                "sector_number": b[i],
-                "nr_sectors": c[i],
-                "nr_segments": d[i],
-                "id": e[i],
-            }
-            fields = {n: old[n] for k, n in enumerate(_MUTABLE) if a[i] >> k & 1}
-            events[i] = FrontMutateSlot(t_ns=t, ring=ring, idx=refs_idx[i], **fields)
-        else:  # K_COMPLETE / K_RESPONSE: resolved against the logic's state when replayed
-            payload[i] = (e[i], a[i], b[i], c[i] if c[i] is not None else -1)
-            if kind == K_COMPLETE:
-                refs[i] = ref[i]
+    """The timeline as columns: no per-row Python loop (event objects are built on demand)."""
+    if tl.height == 0:
+        return ReplayInput(kinds=[], refs=[], args=[], times=[], rings=[], ring_params={})
+    # One shared key object per ring: the engine compares keys with ``is``.
+    codes = tl.select(pl.struct(RING).rank("dense").cast(pl.Int64) - 1)[:, 0]
+    firsts = tl.select(*RING, codes.alias("_c")).unique("_c").sort("_c")
+    keys: list[RingKey] = [(int(d), int(v), int(q)) for d, v, q, _ in firsts.rows()]
+    rings = list(map(keys.__getitem__, codes.to_list()))
+    kind = pl.col("kind")
+    refs = tl.select(pl.when(kind.is_in([K_SUBMIT, K_COMPLETE])).then(pl.col("ref")).otherwise(-1))[
+        :, 0
+    ]
+    cols = [tl[c].to_list() for c in ("a", "b", "c", "d", "e", "idx", "ref")]
     return ReplayInput(
-        events=events,
-        kinds=kinds,
-        refs=refs,
-        payload=payload,
-        times=times,
+        kinds=tl["kind"].to_list(),
+        refs=refs.to_list(),
+        args=list(zip(*cols, strict=True)),
+        times=tl["t"].to_list(),
         rings=rings,
         ring_params={},
     )
@@ -768,7 +779,11 @@ def _ring_params(streams: Streams, known: pl.DataFrame) -> dict[RingKey, tuple[i
         if None not in r
     }
     first = (
-        streams.requests.filter(pl.col("idx").is_not_null() & (pl.col("seen") == "full"))
+        streams.requests.filter(
+            pl.col("idx").is_not_null()
+            & (pl.col("seen") == "full")
+            & pl.all_horizontal(pl.col(RING).is_not_null())
+        )
         .group_by(RING, maintain_order=True)
         .agg(pl.col("idx").first())
     )
@@ -780,6 +795,12 @@ def _ring_params(streams: Streams, known: pl.DataFrame) -> dict[RingKey, tuple[i
     return out
 
 
+def _earliest(ns: pl.Series) -> int | None:
+    """The earliest time of a column that may hold nulls (numpy would give NaN)."""
+    low = ns.min()
+    return None if low is None else int(str(low))
+
+
 def _trace_caveats(streams: Streams, requests: pl.DataFrame) -> list[Caveat]:
     out: list[Caveat] = []
     lost = streams.lost
@@ -789,7 +810,7 @@ def _trace_caveats(streams: Streams, requests: pl.DataFrame) -> list[Caveat]:
             Caveat(
                 kind="lost-records",
                 count=n,
-                t_ns=int(lost["ns"].to_numpy().min()),
+                t_ns=_earliest(lost["ns"]),
                 message=(
                     f"{n} trace record(s) lost in {lost.height} window(s): events in those "
                     "windows are missing from the replay; violations inside them are flagged"
@@ -803,7 +824,7 @@ def _trace_caveats(streams: Streams, requests: pl.DataFrame) -> list[Caveat]:
             Caveat(
                 kind="unseen-entries",
                 count=n,
-                t_ns=int(gaps["ns"].to_numpy().min()),
+                t_ns=_earliest(gaps["ns"]),
                 message=(
                     f"{n} ring entr(ies) were overwritten between two snapshots and never "
                     "seen: those requests/responses are not replayed"
