@@ -18,13 +18,16 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from blktrace_xen import analyses, report
+from blktrace_xen import analyses, report, schema
+from blktrace_xen.cli import app
 from blktrace_xen.encode.blkif import RingPage
 from blktrace_xen.encode.ringcap import RingcapWriter
 from blktrace_xen.encode.xentrace import TraceRecord, write_xentrace
@@ -32,6 +35,7 @@ from blktrace_xen.errors import BlktraceXenError
 from blktrace_xen.replay import replay
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.load import load_streams
+from blktrace_xen.streams.store import write_streams
 
 LOGICS = ["linux-default", "xbdback-2005-immediate", "xbd-2006-recovery-as-posted"]
 TRC_GUEST_BLKIF = 0x0800FB00  # TRC_GUEST | minor 0xb00: formats/blkif.toml's events
@@ -293,3 +297,147 @@ def test_backend_without_overflow_check_stops_on_a_bogus_req_prod(tmp_path: Path
         if v.invariant == "implausible-producer" and v.evidence.get("runaway")
     ]
     assert runaway
+
+
+# --- streams folders: valid schema, adversarial values ------------------------------
+
+I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _extremes(dtype: pl.DataType) -> st.SearchStrategy[object]:
+    """Nulls, bounds and small values of a column's type (duplicates come for free)."""
+    if isinstance(dtype, pl.Enum):
+        return st.none() | st.sampled_from(list(dtype.categories))
+    if dtype == pl.Boolean:
+        return st.none() | st.booleans()
+    if dtype == pl.String:
+        return st.none() | st.sampled_from(["", "{", "[]", '{"a": 1}', "x" * 300, "é\n<script>"])
+    if dtype.is_float():
+        return st.none() | st.sampled_from([0.0, 1.0, -1.0, float("nan"), float("inf")])
+    if dtype.is_integer():
+        bounds: dict[pl.DataType, tuple[int, int]] = {
+            pl.UInt8(): (0, 255),
+            pl.UInt16(): (0, 0xFFFF),
+            pl.UInt32(): (0, U32),
+            pl.UInt64(): (0, (1 << 64) - 1),
+            pl.Int16(): (-(1 << 15), (1 << 15) - 1),
+            pl.Int64(): I64,
+        }
+        lo, hi = bounds[dtype]
+        edges = [v for v in (lo, hi, 0, 1, 2, 31, 32, 51712) if lo <= v <= hi]
+        return st.none() | st.sampled_from(edges) | st.integers(lo, hi)
+    raise AssertionError(f"no strategy for {dtype}")  # a new schema dtype needs one
+
+
+def _table(name: str) -> st.SearchStrategy[pl.DataFrame]:
+    cols = schema.TABLES[name]
+    row = st.fixed_dictionaries({c: _extremes(dt) for c, dt in cols.items()})
+    return st.lists(row, max_size=6).map(lambda rows: pl.DataFrame(rows, schema=cols, orient="row"))
+
+
+TABLES = ("requests", "responses", "control", "io", "snapshots", "rings", "gaps", "lost")
+
+
+@HOSTILE
+@given(frames=st.fixed_dictionaries({t: _table(t) for t in TABLES}))
+def test_streams_folder_with_adversarial_values(frames: dict[str, pl.DataFrame]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "streams"
+        write_streams(Streams(**frames, meta={"warnings": []}), folder)
+        pipeline([folder])
+
+
+# --- the CLI: garbage files give one error line and exit 1 ---------------------------
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["analyze"],
+        ["report", "-o", "{tmp}/r.html"],
+        ["replay", "--logic", "linux-default"],
+        ["streams", "-o", "{tmp}/s"],
+        ["ingest", "-o", "{tmp}/i"],
+        ["info"],
+        ["dump"],
+    ],
+)
+@pytest.mark.parametrize("head", [b"", b"\x0a\x0d\x0d\x0a"], ids=["xentrace", "pcapng"])
+def test_cli_garbage_is_one_error_line(tmp_path: Path, args: list[str], head: bytes) -> None:
+    path = tmp_path / "garbage.bin"
+    path.write_bytes(head + random.Random(18).randbytes(1000))
+    cmd, *rest = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, [cmd, str(path), *rest])
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        result.output.strip().splitlines()[-1]
+    ]
+    assert result.output.count("error:") == 1
+
+
+Rows = list[dict[str, object]]
+
+
+def _streams(**rows: Rows) -> Streams:
+    frames: dict[str, Any] = {t: schema.conform(pl.DataFrame(r), t) for t, r in rows.items()}
+    return Streams(**frames)
+
+
+RING_ROW = {"domid": 1, "vdev": 51712, "queue": 0, "session": 0}
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # rows whose ring is partly null: int(None) building the ring keys
+        {"requests": [{**RING_ROW, "domid": None, "ns": 5, "idx": 0, "id": 1, "seen": "full"}]},
+        {"control": [{**RING_ROW, "domid": None, "ns": 5, "kind": "suspend", "side": "front"}]},
+        # null times: numpy's min of a nullable column is NaN
+        {"lost": [{"cpu": 0, "ns": None, "count": 3}]},
+        {"gaps": [{**RING_ROW, "ns": None, "producer": "req", "count": 3}]},
+        # a sector count no i64 holds
+        {
+            "requests": [
+                {
+                    **RING_ROW,
+                    "ns": 5,
+                    "idx": 0,
+                    "id": 1,
+                    "operation": 1,
+                    "sector_number": 8,
+                    "nr_sectors": (1 << 64) - 1,
+                    "seen": "full",
+                }
+            ]
+        },
+    ],
+    ids=["request-null-domid", "control-null-domid", "lost-null-ns", "gap-null-ns", "nr-sectors"],
+)
+def test_replay_of_streams_with_adversarial_values(
+    rows: dict[str, list[dict[str, object]]],
+) -> None:
+    result = replay(_streams(**rows), LOGICS)
+    assert len(result.verdicts) == len(LOGICS)
+
+
+def test_report_labels_a_finding_whose_domid_is_null() -> None:
+    # vdev and queue set but domid null: the label was null and sorting None with str failed.
+    findings = schema.conform(
+        pl.DataFrame(
+            [
+                {
+                    "rule": "BX-X",
+                    "severity": "high",
+                    "domid": None,
+                    "vdev": 51712,
+                    "queue": 0,
+                    "ns": 0,
+                }
+            ]
+        ),
+        "findings",
+    )
+    data = report.assemble(Streams(), findings)
+    assert "(global)" in report.render_html(data)

@@ -269,7 +269,7 @@ def _ordered_findings(findings: pl.DataFrame, t0: int) -> pl.DataFrame:
         ["ns", "rule", *KEYS, "id", "idx", "message"], nulls_last=True, maintain_order=True
     )
     label = (
-        pl.when(pl.col("vdev").is_not_null() & pl.col("queue").is_not_null())
+        pl.when(pl.all_horizontal(pl.col(KEYS).is_not_null()))
         .then(
             pl.concat_str(
                 [
