@@ -394,6 +394,20 @@ RING_ROW = {"domid": 1, "vdev": 51712, "queue": 0, "session": 0}
         # rows whose ring is partly null: int(None) building the ring keys
         {"requests": [{**RING_ROW, "domid": None, "ns": 5, "idx": 0, "id": 1, "seen": "full"}]},
         {"control": [{**RING_ROW, "domid": None, "ns": 5, "kind": "suspend", "side": "front"}]},
+        # xenbus states (the controls replay infers from a capture) naming no domain or time
+        {
+            "control": [
+                {
+                    **RING_ROW,
+                    "domid": None,
+                    "ns": 5,
+                    "kind": "xenbus_state",
+                    "side": "front",
+                    "value": 1,
+                }
+            ]
+        },
+        {"control": [{**RING_ROW, "ns": None, "kind": "xenbus_state", "side": "back", "value": 6}]},
         # null times: numpy's min of a nullable column is NaN
         {"lost": [{"cpu": 0, "ns": None, "count": 3}]},
         {"gaps": [{**RING_ROW, "ns": None, "producer": "req", "count": 3}]},
@@ -413,7 +427,15 @@ RING_ROW = {"domid": 1, "vdev": 51712, "queue": 0, "session": 0}
             ]
         },
     ],
-    ids=["request-null-domid", "control-null-domid", "lost-null-ns", "gap-null-ns", "nr-sectors"],
+    ids=[
+        "request-null-domid",
+        "control-null-domid",
+        "xenbus-null-domid",
+        "xenbus-null-ns",
+        "lost-null-ns",
+        "gap-null-ns",
+        "nr-sectors",
+    ],
 )
 def test_replay_of_streams_with_adversarial_values(
     rows: dict[str, list[dict[str, object]]],

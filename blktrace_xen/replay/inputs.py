@@ -383,14 +383,17 @@ def _xenstore_controls(streams: Streams, traced: set[tuple[int, int, int]]) -> p
     Connected again later with the frontend still connected (that is the ``Bind``), else
     ``Disconnect(back)``. A guess, said in the caveat ``control-from-xenstore``.
     """
+    # A state change that names no domain, device or time cannot be placed on a
+    # ring's timeline (hostile or damaged input): it is not replayed.
     xs = streams.control.filter(
-        (pl.col("kind") == "xenbus_state") & pl.col("vdev").is_not_null()
+        (pl.col("kind") == "xenbus_state")
+        & pl.all_horizontal(pl.col("domid", "vdev", "ns", "value").is_not_null())
     ).select(*RING, "ns", "side", "value")
     rows: list[tuple[int, int, int, int, str, int]] = []
     by_ring: dict[tuple[int, int, int], list[tuple[int, str, int]]] = {}
     for d, v, q, ns, side, value in xs.rows():
         key = (int(d), int(v), int(q or 0))
-        if key in traced or value is None:
+        if key in traced:
             continue
         by_ring.setdefault(key, []).append((int(ns), str(side), int(value)))
     for key, changes in by_ring.items():
