@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import polars as pl
 
 from blktrace_xen.analyses.emit import HALF, RING, emit, ms, nr_ents, ring_label, u32_ahead
@@ -113,6 +115,22 @@ def _observed(streams: Streams, maps: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+# What a map-based finding shows: the backend's counters at the map, the ring's
+# producers last seen before it, and how far apart they are.
+_MAP_EVIDENCE: Final = (
+    "map_ns",
+    "req_cons",
+    "rsp_prod_pvt",
+    "obs_req_prod",
+    "obs_rsp_prod",
+    "obs_req_ns",
+    "obs_rsp_ns",
+    "nr_ents",
+    "rsp_lag",
+    "unread",
+)
+
+
 def _map_resets(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
     """Backend ``ring_map`` rows whose counters lag the live ring's producers."""
     ctl = ring_control(streams)
@@ -167,16 +185,7 @@ def _map_resets(streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:
         .select(
             *RING,
             "ns",
-            "map_ns",
-            "req_cons",
-            "rsp_prod_pvt",
-            "obs_req_prod",
-            "obs_rsp_prod",
-            "obs_req_ns",
-            "obs_rsp_ns",
-            "nr_ents",
-            "rsp_lag",
-            "unread",
+            *_MAP_EVIDENCE,
             "effect",
             "evidence_from",
         )
@@ -381,19 +390,7 @@ def ring_reattach_reset(streams: Streams, options: AnalysisOptions) -> pl.LazyFr
             ms(pl.max_horizontal("obs_req_ns", "obs_rsp_ns")),
             "effect",
         ),
-        evidence=[
-            "evidence_from",
-            "map_ns",
-            "req_cons",
-            "rsp_prod_pvt",
-            "obs_req_prod",
-            "obs_rsp_prod",
-            "obs_req_ns",
-            "obs_rsp_ns",
-            "nr_ents",
-            "rsp_lag",
-            "unread",
-        ],
+        evidence=["evidence_from", *_MAP_EVIDENCE],
     )
     silent = emit(
         _silent_rebinds(streams).with_columns(pl.lit("snapshots").alias("evidence_from")),
