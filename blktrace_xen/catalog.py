@@ -21,7 +21,7 @@ from blktrace_xen.resources import formats_dir
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["Catalog", "EventDef", "FieldDef", "load_catalog"]
+__all__ = ["Catalog", "EventDef", "FieldDef", "field_columns", "load_catalog"]
 
 DEFAULT_MASK: Final = 0x0FFFFFFF
 # type -> (bit width, signed)
@@ -50,12 +50,21 @@ class FieldDef:
     enum: str | None = None
 
     @property
+    def wide(self) -> bool:
+        """A 64-bit field without bits: words ``word`` (low half) and ``word + 1``."""
+        return self.word is not None and self.bits is None and TYPES[self.type][0] == 64
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """The inclusive bit range the field takes in its (first) word or the event id."""
+        return self.bits or (0, min(TYPES[self.type][0], 32) - 1)
+
+    @property
     def words_needed(self) -> int:
         """The record must have at least this many extra words for the field to exist."""
         if self.word is None:
             return 0
-        wide = TYPES[self.type][0] == 64 and self.bits is None
-        return self.word + (2 if wide else 1)
+        return self.word + (2 if self.wide else 1)
 
     def extract(self, event: int, words: Sequence[int]) -> int | None:
         """The field's value in one record, or None if the record is too short."""
@@ -65,7 +74,7 @@ class FieldDef:
             if len(words) < self.words_needed:
                 return None
             raw = words[self.word]
-            if self.words_needed - self.word == 2:
+            if self.wide:
                 raw |= words[self.word + 1] << 32
         if self.bits is not None:
             lo, hi = self.bits
@@ -101,13 +110,23 @@ class Catalog:
     """Events from one or more catalog files; look up by id or name, format, decode frames."""
 
     def __init__(self, events: Sequence[EventDef], enums: Mapping[str, Mapping[int, str]]):
-        # Later definitions replace earlier ones with the same (id, mask) or name.
+        # A later definition replaces the earlier one with the same (id, mask).
+        # A name means its latest definition, and nothing once a later event
+        # took that definition's id: a user's catalog remaps an event by name,
+        # or takes an id away from it, and the stream builder, which finds the
+        # blkif events by name, follows (formats/blkif-events.md).
         by_key: dict[tuple[int, int], EventDef] = {}
+        by_name: dict[str, EventDef] = {}
         for ev in events:
-            by_key[(ev.id, ev.mask)] = ev
+            key = (ev.id, ev.mask)
+            old = by_key.get(key)
+            if old is not None and by_name.get(old.name) is old:
+                del by_name[old.name]
+            by_key[key] = ev
+            by_name[ev.name] = ev
         self.events: tuple[EventDef, ...] = tuple(by_key.values())
         self.enums = {k: dict(v) for k, v in enums.items()}
-        self._by_name: dict[str, EventDef] = {ev.name: ev for ev in self.events}
+        self._by_name = by_name
         # Most specific mask first: more bits set wins.
         self._ordered = sorted(self.events, key=lambda e: -bin(e.mask).count("1"))
         self._cache: dict[int, EventDef | None] = {}
@@ -125,6 +144,10 @@ class Catalog:
             return self._by_name[name]
         except KeyError:
             raise CatalogError(f"no event named {name!r} in the loaded catalogs") from None
+
+    def get(self, name: str) -> EventDef | None:
+        """The event called ``name``, or None when no loaded catalog defines it."""
+        return self._by_name.get(name)
 
     def fields(self, name: str) -> tuple[FieldDef, ...]:
         return self.by_name(name).fields
@@ -172,10 +195,7 @@ class Catalog:
         ev = self.by_name(name)
         rows = events.filter((pl.col("event") & ev.mask) == ev.id)
         keep = [c for c in ("cpu", "tsc", "ns", "file_offset") if c in rows.columns]
-        exprs: list[pl.Expr] = [pl.col(c) for c in keep]
-        for f in ev.fields:
-            exprs.append(_field_expr(f).alias(f.name))
-        out = rows.select(exprs)
+        out = rows.select(*keep, *field_columns(ev))
         for f in ev.fields:
             if f.enum is not None:
                 mapping = {k: v for k, v in self.enums.get(f.enum, {}).items()}
@@ -191,6 +211,12 @@ def _is_hex(ev: EventDef, key: str) -> bool:
     return any(f.name == key and f.type.startswith("hex") for f in ev.fields)
 
 
+def field_columns(ev: EventDef) -> list[pl.Expr]:
+    """One typed column per field of ``ev``, over an events frame (``event``, ``d0..d6``,
+    ``n_extra``); a field the record is too short to hold is null, never the zero padding."""
+    return [_field_expr(f).alias(f.name) for f in ev.fields]
+
+
 def _field_expr(f: FieldDef) -> pl.Expr:
     import polars as pl
 
@@ -199,7 +225,7 @@ def _field_expr(f: FieldDef) -> pl.Expr:
         raw = pl.col("event").cast(pl.UInt64)
     else:
         raw = pl.col(f"d{f.word}").cast(pl.UInt64)
-        if f.words_needed - f.word == 2:
+        if f.wide:
             raw = raw | (pl.col(f"d{f.word + 1}").cast(pl.UInt64) * (1 << 32))
     if f.bits is not None:
         lo, hi = f.bits

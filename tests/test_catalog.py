@@ -130,3 +130,21 @@ def test_bad_catalogs_raise_catalog_error(tmp_path: Path, body: str) -> None:
     path.write_text(body)
     with pytest.raises(CatalogError, match=r"bad\.toml"):
         load_catalog([path])
+
+
+def test_a_name_follows_its_latest_definition_and_loses_a_taken_id(tmp_path: Path) -> None:
+    def catalog(name: str, body: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'[catalog]\nname = "{name}"\n{body}')
+        return path
+
+    moved = catalog("moved", '[[event]]\nid = 0x0800fc01\nname = "blkif_req_push"\n')
+    back = catalog("back", '[[event]]\nid = 0x0800fb01\nname = "blkif_req_push"\n')
+    taken = catalog("taken", '[[event]]\nid = 0x0800fb01\nname = "my_probe"\n')
+    assert load_catalog([moved]).by_name("blkif_req_push").id == 0x0800FC01
+    assert load_catalog([moved, back]).by_name("blkif_req_push").id == 0x0800FB01
+    cat = load_catalog([taken])
+    assert cat.get("blkif_req_push") is None
+    assert cat.lookup(0x0800FB01).name == "my_probe"  # type: ignore[union-attr]
+    with pytest.raises(CatalogError, match="blkif_req_push"):
+        cat.by_name("blkif_req_push")

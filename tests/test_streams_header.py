@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from blktrace_xen.catalog import load_catalog
 from blktrace_xen.resources import formats_dir
-from blktrace_xen.streams.blkif_catalog import BLKIF_EVENT_NAMES, load_blkif_catalog, select_events
+from blktrace_xen.streams.from_events import BLKIF_EVENT_NAMES, select_events
 from tests.conftest import require_tool
 
 # (C call, event name, expected field values)
@@ -196,11 +197,12 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> list[list[int]]:
 
 def test_every_catalog_event_has_a_helper() -> None:
     assert sorted(name for _, name, _ in CALLS) == sorted(BLKIF_EVENT_NAMES)
-    assert sorted(load_blkif_catalog()) == sorted(BLKIF_EVENT_NAMES)
+    shipped = [ev.name for ev in load_catalog().events if ev.catalog == "blkif"]
+    assert sorted(shipped) == sorted(BLKIF_EVENT_NAMES)
 
 
 def test_header_matches_catalog(emitted: list[list[int]]) -> None:
-    catalog = load_blkif_catalog()
+    catalog = load_catalog()
     assert len(emitted) == len(CALLS)
     rows = [
         {
@@ -219,10 +221,10 @@ def test_header_matches_catalog(emitted: list[list[int]]) -> None:
         | {"event": pl.UInt32, "n_extra": pl.UInt8},
     )
     for (_, name, expected), rec in zip(CALLS, emitted, strict=True):
-        spec = catalog[name]
+        spec = catalog.by_name(name)
         assert 0x0800F000 | rec[0] == spec.id, name
         # the helper sends exactly the words the TOML needs, no more
-        assert rec[1] == max(f.word + f.words for f in spec.fields), name
+        assert rec[1] == max(f.words_needed for f in spec.fields), name
         got = select_events(events, spec)
         assert got.height == 1, name
         decoded = {k: got[k][0] for k in expected}

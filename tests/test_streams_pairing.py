@@ -19,12 +19,12 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 
 from blktrace_xen import schema
+from blktrace_xen.catalog import EventDef, load_catalog
 from blktrace_xen.decode.ringcap import read_ringcap
 from blktrace_xen.encode.blkif import RingPage
 from blktrace_xen.encode.ringcap import RingcapWriter
 from blktrace_xen.encode.xentrace import TraceRecord, write_xentrace
 from blktrace_xen.streams.assemble import assemble
-from blktrace_xen.streams.blkif_catalog import EventSpec, load_blkif_catalog
 from blktrace_xen.streams.from_events import streams_from_events
 from blktrace_xen.streams.from_ring import capture_parts
 from blktrace_xen.streams.load import load_streams
@@ -131,24 +131,26 @@ def _snapshot(w: Workload, r: int, t: int) -> None:
     ring.seen_req, ring.seen_rsp = ring.req_prod, ring.rsp_prod
 
 
-def _encode(spec: EventSpec, values: dict[str, int]) -> list[int]:
+def _encode(spec: EventDef, values: dict[str, int]) -> list[int]:
     words = [0] * 7
     for f in spec.fields:
+        assert f.word is not None  # the blkif events take every field from the payload
         v = values[f.name]
-        if f.words == 2:
+        if f.wide:
             words[f.word] = v & M32
             words[f.word + 1] = (v >> 32) & M32
         else:
-            words[f.word] |= (v & ((1 << (f.hi - f.lo + 1)) - 1)) << f.lo
-    return words[: max(f.word + f.words for f in spec.fields)]
+            lo, hi = f.span
+            words[f.word] |= (v & ((1 << (hi - lo + 1)) - 1)) << lo
+    return words[: max(f.words_needed for f in spec.fields)]
 
 
 def events_frame(w: Workload) -> pl.DataFrame:
-    cat = load_blkif_catalog()
+    cat = load_catalog()
     rows = []
 
     def add(t: int, name: str, values: dict[str, int]) -> None:
-        spec = cat[name]
+        spec = cat.by_name(name)
         words = _encode(spec, values)
         rows.append(
             {

@@ -16,9 +16,9 @@ from typing import Any, Final
 import polars as pl
 
 from blktrace_xen import schema
+from blktrace_xen.catalog import Catalog, EventDef, field_columns, load_catalog
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.assemble import assemble
-from blktrace_xen.streams.blkif_catalog import EventSpec, load_blkif_catalog, select_events
 from blktrace_xen.streams.grants import grants_from_events
 
 RING: Final = list(schema.RING_KEY)
@@ -57,13 +57,34 @@ _VALUE_FIELD: Final = {
     "blkif_disconnect_req": "inflight",
     "blkif_disconnect_done": "result",
 }
+# Every name the builder reads; the catalogs may define others, which it ignores
+# (the generic event decoder still shows them).
+BLKIF_EVENT_NAMES: Final = (
+    "blkif_req_push",
+    "blkif_req_sector",
+    "blkif_req_consume",
+    "blkif_rsp_push",
+    "blkif_rsp_consume",
+    *_CONTROL,
+)
 
 
-def _rows(events: pl.DataFrame, catalog: dict[str, EventSpec], name: str) -> pl.DataFrame | None:
-    spec = catalog.get(name)
-    if spec is None:
+def select_events(events: pl.DataFrame, ev: EventDef) -> pl.DataFrame:
+    """The records of ``events`` that are ``ev``, with its fields extracted.
+
+    Keeps ``ns``, ``tsc``, ``cpu`` and ``_ord`` (the row's position in the
+    merged time order, the tie-break for records that share a TSC).
+    """
+    base = events if "_ord" in events.columns else events.with_row_index("_ord")
+    hit = base.filter((pl.col("event") & ev.mask) == ev.id)
+    return hit.select(pl.col("_ord").cast(pl.Int64), "ns", "tsc", "cpu", *field_columns(ev))
+
+
+def _rows(events: pl.DataFrame, catalog: Catalog, name: str) -> pl.DataFrame | None:
+    ev = catalog.get(name)
+    if ev is None:
         return None
-    rows = select_events(events, spec)
+    rows = select_events(events, ev)
     return rows if rows.height else None
 
 
@@ -93,7 +114,7 @@ def _attach_by_occurrence(
     )
 
 
-def requests_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -> pl.DataFrame:
+def requests_from_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     """REQUESTS_SCHEMA rows (plus ``_ord``) from req_push / req_sector / req_consume."""
     push = _rows(events, catalog, "blkif_req_push")
     consume = _rows(events, catalog, "blkif_req_consume")
@@ -137,7 +158,7 @@ def requests_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) ->
     return schema.conform(req, "requests").with_columns(req["_ord"])
 
 
-def responses_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -> pl.DataFrame:
+def responses_from_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     """RESPONSES_SCHEMA rows (plus ``_ord``) from rsp_push / rsp_consume."""
     push = _rows(events, catalog, "blkif_rsp_push")
     consume = _rows(events, catalog, "blkif_rsp_consume")
@@ -158,7 +179,7 @@ def responses_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -
     return schema.conform(rsp, "responses").with_columns(rsp["_ord"])
 
 
-def control_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -> pl.DataFrame:
+def control_from_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     """CONTROL_SCHEMA rows (plus ``_ord``): blkif control events and domain lifecycle."""
     parts: list[pl.DataFrame] = []
     for name, kind in _CONTROL.items():
@@ -235,7 +256,7 @@ def control_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -> 
     return schema.conform(ctl, "control").with_columns(ctl["_ord"])
 
 
-def rings_from_events(events: pl.DataFrame, catalog: dict[str, EventSpec]) -> pl.DataFrame:
+def rings_from_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     """RINGS_SCHEMA rows from the last ring_map of each ring (its latest geometry)."""
     rows = _rows(events, catalog, "blkif_ring_map")
     if rows is None:
@@ -264,7 +285,7 @@ def event_parts(
     catalogs: Sequence[Path] = (),
 ) -> dict[str, pl.DataFrame]:
     """Frames (pre-assembly) from an EVENTS_SCHEMA frame, on the trace's time base."""
-    catalog = load_blkif_catalog(catalogs)
+    catalog = load_catalog(catalogs)
     ordered = events.with_row_index("_ord").with_columns(pl.col("_ord").cast(pl.Int64))
     return {
         "requests": requests_from_events(ordered, catalog).drop("_ord"),
@@ -285,16 +306,19 @@ def streams_from_events(
 ) -> Streams:
     """:class:`Streams` from an EVENTS_SCHEMA frame (as ``read_xentrace`` returns).
 
-    ``catalogs`` are extra blkif catalogs (TOML) loaded after the shipped one.
+    ``catalogs`` are extra event catalogs loaded after the shipped ones
+    (:func:`~blktrace_xen.catalog.load_catalog`).
     """
     return assemble(**event_parts(events, lost=lost, catalogs=catalogs), meta=dict(meta or {}))
 
 
 __all__ = [
+    "BLKIF_EVENT_NAMES",
     "control_from_events",
     "event_parts",
     "requests_from_events",
     "responses_from_events",
     "rings_from_events",
+    "select_events",
     "streams_from_events",
 ]

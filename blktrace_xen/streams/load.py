@@ -114,7 +114,8 @@ def load_streams(
 
     ``cpu_mhz`` converts TSC to time (``xl info`` prints it); without it the
     xenalyze default of 2400 MHz is used and ``meta["cpu_mhz_default"]`` is
-    True. ``catalogs`` are extra blkif event catalogs (TOML). ``meta`` lists
+    True. ``catalogs`` are extra event catalogs, read after the shipped ones as
+    :func:`~blktrace_xen.catalog.load_catalog` reads them. ``meta`` lists
     ``inputs`` (path, kind, size, sha256), ``cpu_mhz``, ``cpu_mhz_default``,
     ``t0_tsc`` and ``warnings``.
     """

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from blktrace_xen.catalog import EventDef, load_catalog
 from blktrace_xen.model.events import (
     Bind,
     Disconnect,
@@ -58,7 +59,6 @@ from blktrace_xen.model.events import (
     TargetStarted,
     Unbind,
 )
-from blktrace_xen.streams.blkif_catalog import EventSpec, load_blkif_catalog
 from blktrace_xen.streams.timebase import cpu_qhz
 from blktrace_xen.structs import xentrace as xt
 from blktrace_xen.synth.sim import SimResult, Step, timed_actions
@@ -134,26 +134,52 @@ def pack_record(cpu_tsc: int | None, event: int, extra: tuple[int, ...]) -> byte
     return struct.pack(f"<IQ{n}I", header, cpu_tsc, *extra)
 
 
-def pack_fields(spec: EventSpec, values: dict[str, int]) -> tuple[int, ...]:
-    """The payload words of catalog event ``spec`` holding ``values`` (missing fields 0)."""
-    words = [0] * max((f.word + f.words for f in spec.fields), default=0)
-    for f in spec.fields:
-        v = int(values.get(f.name, 0))
-        if f.words == 2:
-            v &= (1 << 64) - 1
-            words[f.word] |= v & 0xFFFFFFFF
-            words[f.word + 1] |= v >> 32
-        else:
-            width = f.hi - f.lo + 1
-            words[f.word] |= (v & ((1 << width) - 1)) << f.lo
-    return tuple(words)
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Where a catalog event's fields sit in its payload, worked out once per event
+    (the writer packs one record per guest event)."""
+
+    event: int
+    n_words: int
+    # (field name, word, shift, value mask, two words: low half first)
+    slots: tuple[tuple[str, int, int, int, bool], ...]
+
+    @classmethod
+    def of(cls, ev: EventDef) -> Payload:
+        """The layout of ``ev``; a field taken from the event id has no payload bits."""
+        slots = []
+        for f in ev.fields:
+            if f.word is None:
+                continue
+            lo, hi = (0, 63) if f.wide else f.span
+            slots.append((f.name, f.word, lo, (1 << (hi - lo + 1)) - 1, f.wide))
+        n_words = max((f.words_needed for f in ev.fields), default=0)
+        return cls(ev.id, n_words, tuple(slots))
+
+    def pack(self, values: dict[str, int]) -> tuple[int, ...]:
+        """The payload words holding ``values`` (missing fields 0)."""
+        words = [0] * self.n_words
+        for name, word, shift, mask, wide in self.slots:
+            v = int(values.get(name, 0)) & mask
+            if wide:
+                words[word] |= v & 0xFFFFFFFF
+                words[word + 1] |= v >> 32
+            else:
+                words[word] |= v << shift
+        return tuple(words)
+
+
+def pack_fields(ev: EventDef, values: dict[str, int]) -> tuple[int, ...]:
+    """The payload words of catalog event ``ev`` holding ``values`` (missing fields 0)."""
+    return Payload.of(ev).pack(values)
 
 
 class _Emitter:
     def __init__(self, opts: XentraceOptions) -> None:
         self.opts = opts
         self.qhz = cpu_qhz(opts.cpu_mhz)
-        self.catalog = load_blkif_catalog()
+        self.catalog = load_catalog()
+        self.payloads: dict[str, Payload] = {}
         self.recs: list[Rec] = []
         self.mapped: dict[tuple[RingKey, int, int], int] = {}  # (ring, backend, seq) -> pages
         self.inflight: dict[tuple[RingKey, int], int] = {}
@@ -174,11 +200,13 @@ class _Emitter:
     def guest(self, cpu: int, t_ns: int, name: str, ring: RingKey, **values: int) -> None:
         if not self.opts.guest_events:
             return
-        spec = self.catalog[name]
+        payload = self.payloads.get(name)
+        if payload is None:
+            payload = self.payloads[name] = Payload.of(self.catalog.by_name(name))
         domid, vdev, queue = ring
         self.hypercall(cpu, t_ns, HYPERCALL_HVM_OP)
-        words = pack_fields(spec, {"domid": domid, "queue": queue, "vdev": vdev, **values})
-        self.add(cpu, None, spec.id, words)
+        words = payload.pack({"domid": domid, "queue": queue, "vdev": vdev, **values})
+        self.add(cpu, None, payload.event, words)
 
     @staticmethod
     def front_cpu(ring: RingKey) -> int:
@@ -390,6 +418,7 @@ def write_trace(path: Path, recs: Sequence[Rec], window_records: int = 256) -> X
 
 __all__ = [
     "LoseRecords",
+    "Payload",
     "Rec",
     "XentraceOptions",
     "XentraceStats",
