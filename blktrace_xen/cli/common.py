@@ -1,4 +1,5 @@
-"""Helpers shared by the command modules: error reporting and output."""
+"""Helpers shared by the command modules: the options several commands take, error
+reporting and output."""
 
 from __future__ import annotations
 
@@ -6,13 +7,32 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from blktrace_xen.errors import BlktraceXenError
 
 T = TypeVar("T")
+
+# One declaration per option that several commands take, so that its name and
+# help read the same everywhere (`docs/cli/` is generated from them).
+CpuMhzOption = Annotated[
+    float | None,
+    typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
+]
+TracebackOption = Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")]
+CatalogOption = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="Extra event catalog (TOML, or Xen's formats file)."),
+]
+InputsArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="FILE", help="xentrace dumps, pcapng ring captures and/or streams folders."
+    ),
+]
 
 
 @contextmanager

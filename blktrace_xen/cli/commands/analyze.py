@@ -6,13 +6,19 @@ finding (for CI).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, print_json, warn
+from blktrace_xen.cli.common import (
+    CpuMhzOption,
+    InputsArgument,
+    TracebackOption,
+    handle_errors,
+    print_json,
+    warn,
+)
 
 EXIT_FINDINGS = 4
 
@@ -82,9 +88,7 @@ def _print_tables(findings: Any, btt: Any, summary: dict[str, Any]) -> None:
 
 @app.command()
 def analyze(  # noqa: PLR0917  (typer maps parameters to options)
-    files: Annotated[
-        list[Path], typer.Argument(help="xentrace dumps, pcapng ring captures or streams folders")
-    ],
+    files: InputsArgument,
     json_out: Annotated[
         bool, typer.Option("--json", help="print {findings, summary, btt} as JSON")
     ] = False,
@@ -98,13 +102,11 @@ def analyze(  # noqa: PLR0917  (typer maps parameters to options)
         str | None,
         typer.Option(help=f"exit {EXIT_FINDINGS} if a finding at or above this severity exists"),
     ] = None,
-    cpu_mhz: Annotated[
-        float | None, typer.Option(help="TSC frequency (xl info: cpu_mhz); default 2400")
-    ] = None,
+    cpu_mhz: CpuMhzOption = None,
     stall_ms: Annotated[
         float | None, typer.Option(help="stall threshold in ms (default 5000)")
     ] = None,
-    traceback: Annotated[bool, typer.Option(help="show the full traceback on errors")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Find blkif protocol violations and summarise latency per ring and op."""
     from blktrace_xen.analyses import AnalysisOptions, btt_table, run_rules, summarize

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors
+from blktrace_xen.cli.common import TracebackOption, handle_errors
 
 
 @app.command()
@@ -26,7 +26,7 @@ def convert(
         Path | None,
         typer.Option(help="Text file, one line per page: ns [tsc]; default: page index as ns"),
     ] = None,
-    traceback: Annotated[bool, typer.Option(help="Show the full traceback on errors")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Wrap raw blkif ring pages into a pcapng ring capture (one snapshot per page)."""
     from blktrace_xen.encode.convert import convert_raw_pages

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors
+from blktrace_xen.cli.common import TracebackOption, handle_errors
 
 SCENARIO = "disconnect-during-io"
 
@@ -113,7 +113,7 @@ def demo(
         Path, typer.Option("-o", "--output", help="folder to write everything into")
     ] = Path("demo-out"),
     json_out: Annotated[bool, typer.Option("--json", help="print the outcome as JSON")] = False,
-    traceback: Annotated[bool, typer.Option(help="show the full traceback on errors")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Synthesize an incident (seed 000), ingest, analyze, replay legacy vs patched, report."""
     with handle_errors(traceback):

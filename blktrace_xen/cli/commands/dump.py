@@ -9,22 +9,22 @@ from typing import Annotated
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, warn
+from blktrace_xen.cli.common import (
+    CatalogOption,
+    CpuMhzOption,
+    TracebackOption,
+    handle_errors,
+    warn,
+)
 
 
 @app.command()
 def dump(
     file: Annotated[Path, typer.Argument(help="xentrace dump or pcapng ring capture to print.")],
-    cpu_mhz: Annotated[
-        float | None,
-        typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
-    ] = None,
-    catalog: Annotated[
-        list[Path] | None,
-        typer.Option("--catalog", help="Extra event catalog (TOML, or Xen's formats file)."),
-    ] = None,
+    cpu_mhz: CpuMhzOption = None,
+    catalog: CatalogOption = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Stop after N lines.")] = None,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Print every record: time (s.ns), pCPU, event name and fields (unknown events raw).
 

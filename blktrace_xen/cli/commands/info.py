@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, print_json, warn
+from blktrace_xen.cli.common import CpuMhzOption, TracebackOption, handle_errors, print_json, warn
 
 
 def _summary(path: Path, cpu_mhz: float | None) -> dict[str, Any]:
@@ -111,12 +111,9 @@ def info(
     file: Annotated[
         Path, typer.Argument(help="xentrace dump, pcapng ring capture or streams folder.")
     ],
-    cpu_mhz: Annotated[
-        float | None,
-        typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
-    ] = None,
+    cpu_mhz: CpuMhzOption = None,
     json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Summarise an input: format, CPUs, records, time span, lost records, counts per class;
     for ring captures and instrumented traces also the rings, sessions and requests."""

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, warn
+from blktrace_xen.cli.common import CpuMhzOption, TracebackOption, handle_errors, warn
 
 TRC_LOST_RECORDS = 0x0001F001  # structs.xentrace; not imported to keep start-up lean
 # 256 k records per chunk keeps temporaries small enough for malloc to recycle
@@ -136,11 +136,8 @@ def _ingest_xentrace(
 def ingest(
     file: Annotated[Path, typer.Argument(help="xentrace dump to decode.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the Parquet tables.")],
-    cpu_mhz: Annotated[
-        float | None,
-        typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
-    ] = None,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+    cpu_mhz: CpuMhzOption = None,
+    traceback: TracebackOption = False,
 ) -> None:
     """Decode FILE into OUTPUT/events.parquet, lost.parquet and meta.json."""
     with handle_errors(traceback):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, print_json
+from blktrace_xen.cli.common import (
+    CpuMhzOption,
+    InputsArgument,
+    TracebackOption,
+    handle_errors,
+    print_json,
+)
 
 EXIT_LAST_FAILS = 3
 
@@ -52,10 +57,7 @@ def print_verdicts(result: Any) -> None:
 
 @app.command()
 def replay(
-    files: Annotated[
-        list[Path],
-        typer.Argument(metavar="FILE", help="xentrace dumps, ring captures or streams folders"),
-    ],
+    files: InputsArgument,
     *,
     logic: Annotated[
         list[str],
@@ -66,10 +68,8 @@ def replay(
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
-    cpu_mhz: Annotated[
-        float | None, typer.Option(help="TSC frequency (xl info: cpu_mhz); default 2400")
-    ] = None,
-    traceback: Annotated[bool, typer.Option(help="show the full traceback on errors")] = False,
+    cpu_mhz: CpuMhzOption = None,
+    traceback: TracebackOption = False,
 ) -> None:
     """Replay a trace against each --logic; exit 3 when the last-named logic still violates."""
     with handle_errors(traceback):

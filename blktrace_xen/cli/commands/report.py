@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors
+from blktrace_xen.cli.common import CpuMhzOption, TracebackOption, handle_errors
 from blktrace_xen.errors import BlktraceXenError, InputFileError
 
 
@@ -71,13 +71,11 @@ def report(
     verdicts: Annotated[
         Path | None, typer.Option("--verdicts", help="replay verdicts as JSON (replay --json)")
     ] = None,
-    cpu_mhz: Annotated[
-        float | None, typer.Option("--cpu-mhz", help="CPU MHz for TSC to time (xl info cpu_mhz)")
-    ] = None,
+    cpu_mhz: CpuMhzOption = None,
     title: Annotated[str, typer.Option("--title", help="report title")] = (
         "blktrace-xen incident report"
     ),
-    traceback: Annotated[bool, typer.Option("--traceback", help="show full tracebacks")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Write an offline HTML incident report (and optionally a Markdown summary)."""
     with handle_errors(traceback):

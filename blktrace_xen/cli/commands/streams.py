@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors, print_json, warn
+from blktrace_xen.cli.common import (
+    CatalogOption,
+    CpuMhzOption,
+    InputsArgument,
+    TracebackOption,
+    handle_errors,
+    print_json,
+    warn,
+)
 
 
 def _lines(summary: dict[str, Any], written: list[Path]) -> list[str]:
@@ -33,21 +41,12 @@ def _lines(summary: dict[str, Any], written: list[Path]) -> list[str]:
 
 @app.command()
 def streams(  # noqa: PLR0917  (typer maps parameters to options)
-    files: Annotated[
-        list[Path],
-        typer.Argument(help="xentrace dumps, pcapng ring captures and/or streams folders."),
-    ],
+    files: InputsArgument,
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the Parquet tables.")],
-    cpu_mhz: Annotated[
-        float | None,
-        typer.Option("--cpu-mhz", help="TSC frequency in MHz (`xl info` cpu_mhz); default 2400."),
-    ] = None,
-    catalog: Annotated[
-        list[Path] | None,
-        typer.Option("--catalog", help="Extra blkif event catalog (TOML); repeatable."),
-    ] = None,
+    cpu_mhz: CpuMhzOption = None,
+    catalog: CatalogOption = None,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Requests, responses, control, io (paired), sessions and grants as Parquet in OUT."""
     with handle_errors(traceback):

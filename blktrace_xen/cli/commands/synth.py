@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from blktrace_xen.cli.app import app
-from blktrace_xen.cli.common import handle_errors
+from blktrace_xen.cli.common import TracebackOption, handle_errors
 
 
 @app.command()
@@ -43,7 +43,7 @@ def synth(  # noqa: PLR0917 - typer maps each option to a parameter
         int, typer.Option("--lost-records", help="Drop N records of pCPU 0 a third of the way in.")
     ] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show full tracebacks.")] = False,
+    traceback: TracebackOption = False,
 ) -> None:
     """Simulate SCENARIO and write trace.xentrace, ring.pcapng and truth files into DIR."""
     from blktrace_xen.synth.scenarios import SCENARIOS, synthesize
