@@ -8,11 +8,28 @@ base) live in the modules of this package and return it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
 from blktrace_xen import schema
+
+# The tables in the order they are written; a builder provides all but ``io`` and
+# ``pairing``, which :func:`~blktrace_xen.streams.assemble.assemble` derives.
+TABLES: Final = (
+    "requests",
+    "responses",
+    "control",
+    "io",
+    "snapshots",
+    "rings",
+    "gaps",
+    "lost",
+    "grants",
+    "mutations",
+    "pairing",
+)
+SOURCE_TABLES: Final = tuple(t for t in TABLES if t not in ("io", "pairing"))
 
 
 def _empty(table: str) -> pl.DataFrame:
@@ -44,22 +61,7 @@ class Streams:
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The frames by table name (for writing Parquet)."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "requests",
-                "responses",
-                "control",
-                "io",
-                "snapshots",
-                "rings",
-                "gaps",
-                "lost",
-                "grants",
-                "mutations",
-                "pairing",
-            )
-        }
+        return {name: getattr(self, name) for name in TABLES}
 
 
-__all__ = ["Streams"]
+__all__ = ["SOURCE_TABLES", "TABLES", "Streams"]

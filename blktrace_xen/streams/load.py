@@ -21,23 +21,12 @@ import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.errors import InputFileError
-from blktrace_xen.streams import Streams, timebase
+from blktrace_xen.streams import SOURCE_TABLES, Streams, timebase
 from blktrace_xen.streams.assemble import assemble
 from blktrace_xen.streams.store import is_streams_dir, read_streams
 
 RING: Final = list(schema.RING_KEY)
 _PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
-_PARTS: Final = (
-    "requests",
-    "responses",
-    "control",
-    "snapshots",
-    "rings",
-    "gaps",
-    "lost",
-    "grants",
-    "mutations",
-)
 
 
 def sha256_file(path: Path) -> str:
@@ -95,7 +84,7 @@ def _ringcap_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]
 def _streams_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
     s = read_streams(path)
     tables = s.tables()
-    return {name: tables[name] for name in _PARTS}, dict(s.meta)
+    return {name: tables[name] for name in SOURCE_TABLES}, dict(s.meta)
 
 
 def _drop_rings(frame: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
@@ -177,10 +166,10 @@ def load_streams(
         .select(RING)
         .unique()
     )
-    frames: dict[str, list[pl.DataFrame]] = {name: [] for name in _PARTS}
+    frames: dict[str, list[pl.DataFrame]] = {name: [] for name in SOURCE_TABLES}
     for i, parts in enumerate(merged):
         from_capture = i >= len(traces)
-        for name in _PARTS:
+        for name in SOURCE_TABLES:
             frame = schema.conform(parts.get(name, schema.empty(name)), name)
             if from_capture and name in ("requests", "responses"):
                 frame = _drop_rings(frame, event_rings)

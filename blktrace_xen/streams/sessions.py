@@ -149,6 +149,32 @@ def start_events(control: pl.DataFrame, rings: pl.DataFrame) -> pl.DataFrame:
     return starts.select(*RING, pl.col("ns").alias("start_ns"), pl.col("kind").alias("start_kind"))
 
 
+def _asof(
+    left: pl.DataFrame,
+    right: pl.DataFrame,
+    left_on: str,
+    right_on: str,
+    *,
+    forward: bool = False,
+    strict: bool = False,
+) -> pl.DataFrame:
+    """``left`` with the columns of the same ring's ``right`` row nearest at or before each
+    ``left_on`` time (``forward``: at or after; ``strict``: never at the same time).
+
+    Callers sort both frames by their time column as a whole, hence within every
+    ring too; Polars cannot check that with ``by``, so it is not asked to.
+    """
+    return left.join_asof(
+        right,
+        left_on=left_on,
+        right_on=right_on,
+        by=RING,
+        strategy="forward" if forward else "backward",
+        allow_exact_matches=not strict,
+        check_sortedness=False,
+    )
+
+
 def _last_traffic_before(events: pl.DataFrame, frame: pl.DataFrame) -> pl.Series:
     """Per row of ``events`` (ring key, ``start_ns``; sorted by it): the time of
     ``frame``'s last row of the ring strictly before ``start_ns`` (null if none).
@@ -159,15 +185,7 @@ def _last_traffic_before(events: pl.DataFrame, frame: pl.DataFrame) -> pl.Series
     if right.height == 0:
         return pl.Series("_t", [None] * events.height, dtype=pl.Int64)
     right = right.cast({k: events.schema[k] for k in RING})
-    return events.join_asof(
-        right,
-        left_on="start_ns",
-        right_on="_t",
-        by=RING,
-        strategy="backward",
-        allow_exact_matches=False,
-        check_sortedness=False,
-    )["_t"]
+    return _asof(events, right, "start_ns", "_t", strict=True)["_t"]
 
 
 def session_starts(
@@ -225,14 +243,7 @@ def assign_sessions(frame: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
     out = (
         tagged.drop("session")
         .sort("ns", maintain_order=True)
-        .join_asof(
-            right,
-            left_on="ns",
-            right_on="start_ns",
-            by=RING,
-            strategy="backward",
-            check_sortedness=False,
-        )
+        .pipe(_asof, right, "ns", "start_ns")
         .sort("_row")
     )
     return (
@@ -302,15 +313,7 @@ def _instance_overlaps(control: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFr
     # older instance's session is the one before.
     in_run = pl.col("begin_ns") <= pl.col("last_start_ns")
     return (
-        windows.join_asof(
-            before,
-            left_on="begin_ns",
-            right_on="start_ns",
-            by=RING,
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
+        _asof(windows, before, "begin_ns", "start_ns", strict=True)
         .with_columns(
             pl.when(in_run)
             .then(pl.col("session") - 1)
@@ -408,31 +411,17 @@ def unanswered_outcome(
             .alias("next_reason"),
         )
         .sort("next_start_ns")
+        .cast({k: pending.schema[k] for k in RING})
     )
     work = (
         pending.select(*RING, "ns")
         .with_row_index("_row")
         .with_columns(pl.col("ns").fill_null(pl.lit(-(2**62))))
         .sort("ns", maintain_order=True)
-        .join_asof(
-            nxt.cast({k: pending.schema[k] for k in RING}),
-            left_on="ns",
-            right_on="next_start_ns",
-            by=RING,
-            strategy="forward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
+        .pipe(_asof, nxt, "ns", "next_start_ns", forward=True, strict=True)
     )
     if reasons.height:
-        work = work.join_asof(
-            reasons,
-            left_on="ns",
-            right_on="end_ns",
-            by=RING,
-            strategy="forward",
-            check_sortedness=False,
-        )
+        work = _asof(work, reasons, "ns", "end_ns", forward=True)
     else:
         work = work.with_columns(
             pl.lit(None, pl.Int64).alias("end_ns"), pl.lit(None, pl.String).alias("reason")
