@@ -8,7 +8,8 @@ a shadow that forgot something (seed 003).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from blktrace_xen.errors import FrontendProtocolError, ModelUsageError
 from blktrace_xen.model.disk_deferred import C_AK, C_FL, C_VR
@@ -42,6 +43,10 @@ F_ERROR = FrontState.ERROR
 F_SUSPENDED = FrontState.SUSPENDED
 F_CLOSED = FrontState.CLOSED
 _CONSUME_FROM_CONNECTED = FRONT_TRANSITIONS[F_CONNECTED]["FrontConsume"]
+# What Frontend.odd_response tells its caller to do with the response.
+ODD_ANSWER: Final = 0
+ODD_SKIP: Final = 1
+ODD_STOP: Final = 2
 
 
 class Frontend:
@@ -149,18 +154,7 @@ class Frontend:
         req.id = rid
         outstanding = self.outstanding
         if rid in outstanding:
-            old = outstanding[rid]
-            # Only a corrupted id allocator gets here (e.g. a free list broken by a
-            # duplicate response): the older request can no longer be answered.
-            self.violate(
-                t_ns,
-                "request-not-answered",
-                rid,
-                None,
-                f"id {rid} handed out again while #{old.seq} is outstanding",
-                seq=old.seq,
-            )
-            self._drop(old)
+            self.reused_id(t_ns, rid)
         outstanding[rid] = req
         self.answered.discard(rid)
         disk = sys.disk
@@ -185,6 +179,21 @@ class Frontend:
             self._pushed(acts, t_ns, idx, req, False)
         if ((new - ring.rsp_prod) & MASK32) > nr_ents:
             sys.producer_violation(t_ns)
+
+    def reused_id(self, t_ns: int, rid: int) -> None:
+        """The logic handed out ``rid`` while a request with it is outstanding."""
+        old = self.outstanding[rid]
+        # Only a corrupted id allocator gets here (e.g. a free list broken by a
+        # duplicate response): the older request can no longer be answered.
+        self.violate(
+            t_ns,
+            "request-not-answered",
+            rid,
+            None,
+            f"id {rid} handed out again while #{old.seq} is outstanding",
+            seq=old.seq,
+        )
+        self._drop(old)
 
     def push(self, t_ns: int, req: Req, reissue: bool) -> None:
         sys = self.sys
@@ -269,38 +278,16 @@ class Frontend:
                 )
             req = outstanding.get(rid)
             if req is None:
-                if rid in self.answered:
-                    self.violate(
-                        t_ns, "duplicate-response", rid, idx, f"second response for id {rid}"
-                    )
-                else:
-                    self.violate(
-                        t_ns,
-                        "response-not-in-flight",
-                        rid,
-                        idx,
-                        f"response for id {rid}, which is not outstanding",
-                    )
-                if self.logic.validates_responses:
-                    self.rsp_cons = rc
-                    self.set_state(t_ns, F_ERROR)
+                if self.odd_response(t_ns, rid, rop, idx, rc, req, retire) == ODD_STOP:
                     return
-                retire(self, rid)
                 continue
             op = req.operation
-            if (rop != op or op == BLKIF_OP_INDIRECT) and rop != req.effective_op:
-                self.violate(
-                    t_ns,
-                    "response-op-mismatch",
-                    rid,
-                    idx,
-                    f"response op {rop} for a request with op {req.effective_op}",
-                    seq=req.seq,
-                )
-                if self.logic.validates_responses:
-                    self.rsp_cons = rc
-                    self.set_state(t_ns, F_ERROR)
-                    return
+            if (
+                (rop != op or op == BLKIF_OP_INDIRECT)
+                and rop != req.effective_op
+                and self.odd_response(t_ns, rid, rop, idx, rc, req, retire) == ODD_STOP
+            ):
+                return
             del outstanding[rid]
             self.answered.add(rid)
             retire(self, rid)
@@ -340,6 +327,53 @@ class Frontend:
         ring.rsp_event = (rc + 1) & MASK32
         if self.state is not F_CONNECTED:  # a logic hook moved it
             self._check(_CONSUME_FROM_CONNECTED)
+
+    def odd_response(  # noqa: PLR0917
+        self,
+        t_ns: int,
+        rid: int,
+        rop: int,
+        idx: int,
+        rc: int,
+        req: Req | None,
+        retire: Callable[[Frontend, int], None],
+    ) -> int:
+        """:meth:`consume` met a response at ``idx`` that answers no outstanding request
+        (``req`` None) or carries another operation than ``req``'s; ``rc`` is the index
+        after it. Reports it; returns :data:`ODD_ANSWER` (consume it as ``req``'s answer),
+        :data:`ODD_SKIP` (go on with the next one) or :data:`ODD_STOP` (the frontend
+        stopped: consuming ends here, ``rsp_cons`` set)."""
+        validates = self.logic.validates_responses
+        if req is None:
+            if rid in self.answered:
+                self.violate(t_ns, "duplicate-response", rid, idx, f"second response for id {rid}")
+            else:
+                self.violate(
+                    t_ns,
+                    "response-not-in-flight",
+                    rid,
+                    idx,
+                    f"response for id {rid}, which is not outstanding",
+                )
+            if validates:
+                self.rsp_cons = rc
+                self.set_state(t_ns, F_ERROR)
+                return ODD_STOP
+            retire(self, rid)
+            return ODD_SKIP
+        self.violate(
+            t_ns,
+            "response-op-mismatch",
+            rid,
+            idx,
+            f"response op {rop} for a request with op {req.effective_op}",
+            seq=req.seq,
+        )
+        if validates:
+            self.rsp_cons = rc
+            self.set_state(t_ns, F_ERROR)
+            return ODD_STOP
+        return ODD_ANSWER
 
     def _check(self, allowed: frozenset[FrontState]) -> None:
         if self.state not in allowed:

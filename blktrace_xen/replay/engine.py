@@ -27,15 +27,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blktrace_xen.errors import FrontendProtocolError
-from blktrace_xen.model.backend import Backend
+from blktrace_xen.model.backend import _COMPLETE_FROM_CONNECTED, S_CONNECTED, S_DRAINING, Backend
+from blktrace_xen.model.disk import Data
+from blktrace_xen.model.disk_deferred import C_AK, C_AP, C_FL, C_RD, C_VR, WIDTH, DeferredDiskOracle
 from blktrace_xen.model.events import (
     BackComplete,
     BackRespond,
     Violation,
 )
-from blktrace_xen.model.frontend import Frontend
+from blktrace_xen.model.frontend import _CONSUME_FROM_CONNECTED, F_CONNECTED, ODD_STOP, Frontend
 from blktrace_xen.model.logic import BackendLogic, FrontendLogic
-from blktrace_xen.model.ring import MASK32
+from blktrace_xen.model.logics.linux import LinuxBlkfront
+from blktrace_xen.model.ring import (
+    BLKIF_OP_INDIRECT,
+    BLKIF_OP_READ,
+    BLKIF_OP_WRITE,
+    BLKIF_RSP_OKAY,
+    IO_READ,
+    IO_WRITE,
+    MASK32,
+    Req,
+    RspSlot,
+    io_kind,
+)
 from blktrace_xen.model.system import Model, RingSystem, RunResult
 from blktrace_xen.replay.inputs import (
     K_COMPLETE,
@@ -80,6 +94,14 @@ class EngineResult:
     end_ns: int = 0
 
 
+def _is_reference_front(logic: FrontendLogic) -> bool:
+    """Are the logic's log and retire LinuxBlkfront's (the engine inlines those)?"""
+    return all(
+        getattr(getattr(logic, name, None), "__func__", None) is getattr(LinuxBlkfront, name)
+        for name in ("log", "retire")
+    )
+
+
 def _id_holder(sys: RingSystem, rid: int) -> bool:
     return any(be.find(rid, None) is not None for be in sys.backends)
 
@@ -112,7 +134,10 @@ def run_logic(
         model.start_idx = start
         model.ring(key)
     seq_box = model.seq
-    seq_of: dict[int, int] = {}
+    # Traced request number -> the seq this logic gave it (-1: not submitted). A list:
+    # the numbers are row numbers of the trace's requests, and two dict operations per
+    # I/O cost more than the list.
+    seq_of = [-1] * (max(inp.refs, default=-1) + 1)
     skipped: list[Skipped] = []
     by_reason: dict[str, int] = {}
     feed = model.feed
@@ -139,11 +164,22 @@ def run_logic(
     fed = 0
     # Model.feed inlined, as model.system.run does, on the input's columns (no event
     # objects): the ring's machines are looked up only when the ring changes (the ring
-    # keys are shared objects, so `is` suffices).
+    # keys are shared objects, so `is` suffices). The four frequent inputs run the common
+    # path of their machine's method here, in one loop (a call and the method's set-up
+    # per event were a third of a replay); anything unusual calls the method itself, before
+    # changing any state, so the result is the same. Only objects the machines never
+    # replace are kept across events; everything a logic's hook may change is read again.
     last_key: object = None
     handlers: dict[type, Callable[[Any], None]] = {}
     backends: list[Backend] = []
     fe: Frontend  # set with the first ring
+    sys: RingSystem
+    ref_front = False  # the ring's frontend logic is LinuxBlkfront's log/retire: inlined
+    violations = model.violations
+    disk = model.disk
+    dlog = disk.log if isinstance(disk, DeferredDiskOracle) else None
+    dctx = disk.ctx if isinstance(disk, DeferredDiskOracle) else []
+    new_req = object.__new__
     i = -1
     for kind, t, key, arg in zip(kinds, times, rings, args, strict=True):
         i += 1
@@ -152,44 +188,209 @@ def run_logic(
             handlers = sys.handlers
             backends = sys.backends  # the RingSystem appends to this very list
             fe = sys.frontend  # one per ring, for good
+            ref_front = _is_reference_front(fe.logic)
             last_key = key
         try:
-            # The four frequent inputs go straight to their machine, as RingSystem's
-            # handlers would send them (no event object, a call less per event).
             if kind == K_SUBMIT:
-                s = seq_box[0]
-                fe.submit_io(t, arg[0], arg[1], arg[2], arg[3], arg[4])
-                if seq_box[0] != s:
-                    seq_of[refs[i]] = s
+                # Frontend.submit_io's path for a connected frontend with room on the ring.
+                ring = sys.ring
+                idx = fe.req_prod_pvt
+                nr_ents = ring.nr_ents
+                if fe.state is not F_CONNECTED or ((idx - fe.rsp_cons) & MASK32) >= nr_ents:
+                    s = seq_box[0]
+                    fe.submit_io(t, arg[0], arg[1], arg[2], arg[3], arg[4])
+                    if seq_box[0] != s:
+                        seq_of[refs[i]] = s
+                    fed += 1
+                    continue
+                op, sector, nr = arg[0], arg[1], arg[2]
+                seq = seq_box[0]
+                # Req(0, op, sector, nr, arg[3], seq, 0) without the __init__ call.
+                sreq = new_req(Req)
+                sreq.id = 0
+                sreq.operation = op
+                sreq.sector_number = sector
+                sreq.nr_sectors = nr
+                sreq.nr_segments = arg[3]
+                sreq.seq = seq
+                sreq.version = 0
+                sreq.garbage = False
+                sreq.indirect_op = None
+                want = arg[4]
+                if ref_front:
+                    # LinuxBlkfront.log
+                    flogic = fe.logic
+                    shadow = flogic.shadow  # type: ignore[attr-defined]
+                    if want is not None and want not in shadow:
+                        rid = want
+                    else:
+                        free = flogic.free  # type: ignore[attr-defined]
+                        rid = free.pop()
+                        while rid in shadow:
+                            rid = free.pop()
+                    shadow[rid] = sreq
+                else:
+                    rid = fe.logic.log(fe, sreq, want)
+                seq_box[0] = seq + 1
+                seq_of[refs[i]] = seq
+                sreq.id = rid
+                outstanding = fe.outstanding
+                if rid in outstanding:
+                    fe.reused_id(t, rid)
+                outstanding[rid] = sreq
+                fe.answered.discard(rid)
+                if dlog is not None:
+                    io = IO_WRITE if op == 1 else IO_READ if op == 0 else io_kind(op, None, nr)
+                    if io:  # C_IR / C_IW are IO_READ / IO_WRITE
+                        dlog += (io, seq, sector, nr, 0)
+                ring.slot_req[idx & ring.mask] = sreq
+                ring.slot_rsp[idx & ring.mask] = None
+                new = (idx + 1) & MASK32
+                fe.req_prod_pvt = new
+                ring.req_prod = new
+                if ((new - ring.rsp_prod) & MASK32) > nr_ents:
+                    sys.producer_violation(t)
             elif kind == K_COMPLETE:
-                s2 = seq_of.get(refs[i])
-                if s2 is None:
+                s2 = seq_of[refs[i]]
+                if s2 < 0:
                     skip(i, "BackComplete", "request not submitted under this logic", "")
                     continue
                 # RingSystem._back_complete for BackComplete(seq=s2), inlined: building
                 # the event object and the extra call were a fifth of a replay's time.
-                for be in backends:
-                    req = be.by_seq.get(s2)
-                    if req is not None:
-                        break
-                else:
-                    skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
+                # The first backend holding it; nearly always the first and only one.
+                be = backends[0]
+                req = be.by_seq.get(s2)
+                if req is None:
+                    for be in backends:
+                        req = be.by_seq.get(s2)
+                        if req is not None:
+                            break
+                    else:
+                        skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
+                        continue
+                status = arg[1]
+                op = req.operation
+                rid = req.id
+                inflight = be.inflight
+                if (
+                    be.state is not S_CONNECTED
+                    or not be.mapped
+                    or be.after_handoff
+                    or status != BLKIF_RSP_OKAY
+                    or op not in (BLKIF_OP_READ, BLKIF_OP_WRITE)
+                    or inflight.get(rid) is not req
+                    or be.overflow
+                ):
+                    # Anything but a plain read/write answered OK by a connected backend.
+                    try:
+                        be.complete(t, req, status)
+                    except FrontendProtocolError as exc:
+                        if not exc.problem.startswith("no backend has"):
+                            raise
+                        skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
+                        continue
+                    fed += 1
                     continue
-                try:
-                    be.complete(t, req, arg[1])
-                except FrontendProtocolError as exc:
-                    if not exc.problem.startswith("no backend has"):
-                        raise
-                    skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
-                    continue
+                # Backend.complete's path for that case.
+                seq = req.seq
+                by_seq = be.by_seq
+                if by_seq.get(seq) is req:
+                    del by_seq[seq]
+                del inflight[rid]
+                data: Data | None = None
+                if dlog is not None:
+                    if op == BLKIF_OP_WRITE:
+                        dlog += (C_AP, seq, req.sector_number, req.nr_sectors, 0)
+                        dctx.append((t, sys.key, rid, be.instance, len(violations)))
+                    else:
+                        data = (len(dlog) // WIDTH,)
+                        dlog += (C_RD, -1, req.sector_number, req.nr_sectors, 0)
+                ring = be.ring
+                idx = be.rsp_prod_pvt
+                ring.slot_rsp[idx & ring.mask] = (rid, op, 0, data)
+                new = (idx + 1) & MASK32
+                be.rsp_prod_pvt = new
+                ring.rsp_prod = new
+                if ((ring.req_prod - new) & MASK32) > ring.nr_ents and ring is sys.ring:
+                    sys.producer_violation(t)
+                done = be._io_done
+                if done is not None:
+                    done(be, req, t)
+                    if be.state is S_DRAINING and not be.inflight_count and be.goal is not None:
+                        be.logic.drained(be, t)
+                    if be.state is not S_CONNECTED:
+                        be._check(_COMPLETE_FROM_CONNECTED, "BackComplete")
             elif kind == K_FRONT_CONSUME:
-                fe.consume(t)
+                # Frontend.consume for a connected frontend and a plausible rsp_prod, with
+                # actions off and the deferred oracle (else the method itself).
+                ring = sys.ring
+                rp = ring.rsp_prod
+                rc = fe.rsp_cons
+                if fe.state is not F_CONNECTED or ((rp - rc) & MASK32) > ring.nr_ents:
+                    fe.consume(t)
+                    fed += 1
+                    continue
+                outstanding = fe.outstanding
+                flogic = fe.logic
+                retire = flogic.retire
+                slot_rsp = ring.slot_rsp
+                mask = ring.mask
+                while rc != rp:
+                    slot = slot_rsp[rc & mask]
+                    rsp: RspSlot = slot if slot is not None else ring.read_response(rc)
+                    rid, rop, status, data = rsp
+                    idx = rc
+                    rc = (rc + 1) & MASK32
+                    req = outstanding.get(rid)
+                    if req is None:
+                        if fe.odd_response(t, rid, rop, idx, rc, req, retire) == ODD_STOP:
+                            break
+                        continue
+                    op = req.operation
+                    if (
+                        (rop != op or op == BLKIF_OP_INDIRECT)
+                        and rop != req.effective_op
+                        and fe.odd_response(t, rid, rop, idx, rc, req, retire) == ODD_STOP
+                    ):
+                        break
+                    del outstanding[rid]
+                    fe.answered.add(rid)
+                    if ref_front:
+                        # LinuxBlkfront.retire
+                        if flogic.shadow.pop(rid, None) is not None:  # type: ignore[attr-defined]
+                            flogic.free.append(rid)  # type: ignore[attr-defined]
+                    else:
+                        retire(fe, rid)
+                    if dlog is not None:
+                        io = (
+                            IO_WRITE
+                            if op == 1
+                            else IO_READ
+                            if op == 0
+                            else io_kind(op, req.indirect_op, req.nr_sectors)
+                        )
+                        if io == IO_WRITE:
+                            dlog += (C_AK if status == BLKIF_RSP_OKAY else C_FL, req.seq, 0, 0, 0)
+                        elif io == IO_READ and status == BLKIF_RSP_OKAY:
+                            dlog += (
+                                C_VR,
+                                req.seq,
+                                req.sector_number,
+                                req.nr_sectors,
+                                data[0] if data is not None else -1,
+                            )
+                            dctx.append((t, sys.key, rid, idx, len(violations)))
+                else:
+                    fe.rsp_cons = rc
+                    # RING_FINAL_CHECK_FOR_RESPONSES
+                    ring.rsp_event = (rc + 1) & MASK32
+                    if fe.state is not F_CONNECTED:  # a logic hook moved it
+                        fe._check(_CONSUME_FROM_CONNECTED)
             elif kind == K_CONSUME:
                 backends[-1].consume(t)
             elif kind == K_RESPONSE:
                 op, status, idx, _, rid = arg[:5]
                 idx = -1 if idx is None else idx
-                sys = model.ring(key)
                 ahead = (idx - sys.ring.rsp_prod) & MASK32 if idx >= 0 else 0
                 if idx >= 0 and ahead >= 1 << 31:
                     skip(i, "response", "already produced by this logic", f"idx {idx}")
