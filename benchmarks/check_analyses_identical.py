@@ -12,8 +12,10 @@ two runs does not show up as a difference in the analyses:
     python benchmarks/check_analyses_identical.py save /tmp/analyses-baseline
     python benchmarks/check_analyses_identical.py compare /tmp/analyses-baseline
 
-Compare runs every input twice: as is, and with the batch sizes of the
-batched passes cut to a few rows, so their batching is exercised at this size.
+Compare runs every input three times: as is; with the batch sizes of the
+batched passes cut to a few rows and analyses/rings.py's packed search, so
+those paths are exercised at this size; and with rings.py off, so the polars
+formulation kept for inputs with nulls is checked too.
 Keep the baseline outside the repository. Exit status 1 names every input whose
 findings or btt table differ.
 """
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fra
 
 from bench_analyses import generate
 
-from blktrace_xen.analyses import batches, btt_table, run_rules
+from blktrace_xen.analyses import batches, btt_table, rings, run_rules
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.load import load_streams
 from blktrace_xen.synth.scenarios import SCENARIOS, synthesize
@@ -158,15 +160,24 @@ def _results(streams: Streams) -> dict[str, pl.DataFrame]:
     return {"findings": run_rules(streams), "btt": btt_table(streams)}
 
 
+# How each input is run: as is; with batches of a few rows and the packed
+# (group, ns) search of analyses/rings.py instead of its per-group loop; with
+# the polars formulation that rings.py replaces where it can (kept for nulls).
+MODES = ("", " (small batches, packed search)", " (polars paths)")
+
+
 @contextmanager
-def _small_batches(on: bool) -> Iterator[None]:
-    saved = batches.BATCH_EVENTS
-    if on:
+def _mode(mode: str) -> Iterator[None]:
+    saved = batches.BATCH_EVENTS, rings.LOOP_GROUPS, rings.ENABLED
+    if mode == MODES[1]:
         batches.BATCH_EVENTS = 7
+        rings.LOOP_GROUPS = 0
+    elif mode == MODES[2]:
+        rings.ENABLED = False
     try:
         yield
     finally:
-        batches.BATCH_EVENTS = saved
+        batches.BATCH_EVENTS, rings.LOOP_GROUPS, rings.ENABLED = saved
 
 
 def _same_rows(a: pl.DataFrame, b: pl.DataFrame) -> bool:
@@ -191,12 +202,12 @@ def main() -> None:
                 for part, frame in _results(streams).items():
                     frame.write_parquet(args.baseline / f"{name}.{part}.parquet")
                 continue
-            for small in (False, True):
-                with _small_batches(small):
+            for mode in MODES:
+                with _mode(mode):
                     results = _results(streams)
                 for part, frame in results.items():
                     path = args.baseline / f"{name}.{part}.parquet"
-                    label = f"{name} {part}{' (small batches)' if small else ''}"
+                    label = f"{name} {part}{mode}"
                     saved = pl.read_parquet(path)
                     if frame.schema == saved.schema and frame.equals(saved):
                         continue

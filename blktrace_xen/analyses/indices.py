@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from blktrace_xen.analyses.batches import in_batch, ring_batches
@@ -24,6 +25,15 @@ from blktrace_xen.analyses.emit import (
 )
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
+from blktrace_xen.analyses.rings import (
+    Grouped,
+    chunks,
+    count_before,
+    dense_codes,
+    group_keys,
+    ring_keys,
+    usable,
+)
 from blktrace_xen.analyses.timeline import REQ, RSP, cached, requests, responses
 from blktrace_xen.streams import Streams
 
@@ -180,12 +190,160 @@ def _event_summary(streams: Streams) -> _EventSummary:
         )
 
     def build() -> _EventSummary:
-        batches = ring_batches((requests(streams), responses(streams)))
+        req, rsp = requests(streams), responses(streams)
+        if usable((req, rsp), [*RING, "ns"]):
+            return _EventSummary(_summary_sorted(streams, req, rsp))
+        batches = ring_batches((req, rsp))
         if batches is None:
             return _EventSummary(batch(None))
         return _EventSummary(pl.concat([batch(only) for only in batches]))
 
     return cached(streams, "event_summary", build)
+
+
+M32 = 0xFFFFFFFF
+
+
+def _ahead(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``u32_ahead(a, b).is_between(1, HALF - 1)`` of int64 arrays: ``a`` is ahead of ``b``."""
+    d = (a - b) & M32
+    ahead: np.ndarray = (d >= 1) & (d < HALF)
+    return ahead
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One kind's events of a few rings, grouped by ring in time order, as int64 arrays."""
+
+    ring: np.ndarray
+    session: np.ndarray  # -1 for a null session
+    ns: np.ndarray
+    idx: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        g: Grouped,
+        cols: tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None],
+        rows: slice,
+        snapped: np.ndarray,
+    ) -> _Side:
+        idx, has_idx, ns, session = cols
+        order, ring = g.order[rows], g.codes[rows]
+        keep = ~snapped[ring]
+        if has_idx is not None:
+            keep &= has_idx[order]
+        if not keep.all():
+            order, ring = order[keep], ring[keep]
+        sess = np.full(len(order), -1, np.int64) if session is None else session[order]
+        return cls(
+            ring.astype(np.int64), sess.astype(np.int64), ns[order], idx[order].astype(np.int64)
+        )
+
+    def back(self) -> np.ndarray:
+        """The rings of events behind the ring's previous one of this kind in the same session."""
+        same = (self.ring[1:] == self.ring[:-1]) & (self.session[1:] == self.session[:-1])
+        ring: np.ndarray = self.ring[1:][same & _ahead(self.idx[:-1], self.idx[1:])]
+        return ring
+
+
+def _columns(
+    frame: pl.DataFrame,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """idx (nulls as 0), where idx is set (None: everywhere), ns, session.
+
+    The session is None when every one is null, else -1 stands for a null.
+    """
+    idx = frame["idx"]
+    has_idx = idx.is_not_null().to_numpy() if idx.null_count() else None
+    session = frame["session"]
+    if session.null_count() == session.len():
+        sess = None
+    elif session.null_count():
+        sess = session.cast(pl.Int64).fill_null(-1).to_numpy()
+    else:
+        sess = session.to_numpy()
+    return idx.fill_null(0).to_numpy(), has_idx, frame["ns"].to_numpy(), sess
+
+
+def _summary_sorted(streams: Streams, req: pl.DataFrame, rsp: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_event_summary`'s rings from sorted NumPy arrays (no null ring key or ns).
+
+    The same rows (an index, a ring without snapshots) and the same values:
+    ``back`` compares each event with the ring's previous one of its kind,
+    and the other side's last index comes from a search within the ring
+    session (a null session matches nothing, as in the as-of join). A few
+    rings at a time (see :func:`chunks`).
+    """
+    (cq, cs), uniq = dense_codes([ring_keys(req), ring_keys(rsp)])
+    nrings = len(uniq)
+    snapped = np.zeros(nrings, dtype=bool)
+    if streams.snapshots.height and nrings:
+        keys = streams.snapshots.select(ring_key().alias("k")).unique()["k"].drop_nulls().to_numpy()
+        at = np.searchsorted(uniq, keys).clip(max=nrings - 1)
+        snapped[at[uniq[at] == keys]] = True
+    q, s = Grouped.of(cq, nrings), Grouped.of(cs, nrings)
+    del cq, cs
+    q_cols, s_cols = _columns(req), _columns(rsp)
+    present = np.zeros(nrings, dtype=bool)
+    regressed = np.zeros(nrings, dtype=bool)
+    max_out = np.full(nrings, -1, dtype=np.int64)
+    overflow = np.zeros(nrings, dtype=bool)
+    for g0, g1 in chunks([q, s]):
+        a = _Side.of(q, q_cols, q.rows(g0, g1), snapped)
+        b = _Side.of(s, s_cols, s.rows(g0, g1), snapped)
+        present[a.ring] = True
+        present[b.ring] = True
+        regressed[a.back()] = True
+        regressed[b.back()] = True
+        _last_indices(a, b, max_out, overflow)
+    rings = np.flatnonzero(present)
+    return pl.DataFrame(
+        {
+            "ring_key": pl.Series(uniq[rings], dtype=pl.UInt64),
+            "max_outstanding": pl.Series(max_out[rings], dtype=pl.Int64).replace(-1, None),
+            "overflow": overflow[rings],
+            "regressed": regressed[rings],
+        }
+    )
+
+
+def _last_indices(req: _Side, rsp: _Side, max_out: np.ndarray, overflow: np.ndarray) -> None:
+    """Fold these rings' outstanding counts into ``max_out`` and their overflows into ``overflow``.
+
+    The as-of joins of :func:`_with_last`, by ring session: a request's last
+    response strictly before it (at equal ns a request counts first), a
+    response's last request at or before it.
+    """
+    q_ok, s_ok = req.session >= 0, rsp.session >= 0
+    sides = [(req, q_ok.all(), q_ok), (rsp, s_ok.all(), s_ok)]
+    cols = [
+        (side.ring, side.session, side.ns, side.idx)
+        if ok
+        else (side.ring[keep], side.session[keep], side.ns[keep], side.idx[keep])
+        for side, ok, keep in sides
+    ]
+    (q, s), pairs = group_keys([(ring << 33) | sess for ring, sess, _, _ in cols])
+    (_, _, q_ns, q_idx), (_, _, s_ns, s_idx) = cols
+    if not q.in_order:
+        q_ns, q_idx = q_ns[q.order], q_idx[q.order]
+    if not s.in_order:
+        s_ns, s_idx = s_ns[s.order], s_idx[s.order]
+    ring_of = pairs >> 33
+    n = count_before(q, q_ns, s, s_ns, inclusive=False)
+    hit = n > 0
+    last = s_idx[(s.starts[q.codes] + n - 1)[hit]]
+    out = (q_idx[hit] - last) & M32
+    low = out < HALF
+    np.maximum.at(max_out, ring_of[q.codes[hit][low]], out[low])
+    n = count_before(s, s_ns, q, q_ns, inclusive=True)
+    hit = n > 0
+    last = q_idx[(q.starts[s.codes] + n - 1)[hit]]
+    out = (last - s_idx[hit]) & M32
+    low = out < HALF
+    rings = ring_of[s.codes[hit]]
+    np.maximum.at(max_out, rings[low], out[low])
+    overflow[rings[_ahead(s_idx[hit], last)]] = True
 
 
 def _with_sizes(rows: pl.LazyFrame, streams: Streams, options: AnalysisOptions) -> pl.LazyFrame:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 from blktrace_xen.analyses.batches import in_batch, ring_batches
 from blktrace_xen.analyses.emit import RING, ring_key
+from blktrace_xen.analyses.rings import (
+    Grouped,
+    count_before,
+    dense_codes,
+    group_stats,
+    ring_frame,
+    ring_keys,
+    usable,
+)
 from blktrace_xen.analyses.timeline import clear, effective_op, paired, requests, responses
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
@@ -53,6 +63,8 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     orphans = facts.filter(pl.col("kind").cast(pl.String) == "orphan_response")
     if orphans.height:
         orphans = orphans.sort("ns", maintain_order=True)
+    if usable((req, rsp, orphans), [*RING, "ns"]):
+        return _depth_sorted(req, rsp, orphans, by).lazy()
     # Every depth is per ring: when the groups split by ring too, a few rings at a
     # time give the same groups without holding every request's counts at once.
     batches = ring_batches([req, rsp]) if set(RING) <= set(by) else None
@@ -61,6 +73,90 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     return pl.concat(
         [_depth_of(req.filter(in_batch(b)), rsp.filter(in_batch(b)), orphans, by) for b in batches]
     ).lazy()
+
+
+def _depth_sorted(
+    req: pl.DataFrame, rsp: pl.DataFrame, orphans: pl.DataFrame, by: list[str]
+) -> pl.DataFrame:
+    """:func:`_depth_of`'s groups from sorted NumPy arrays (no null ring key or ns).
+
+    The same counts: ``_issued`` is the rank within the ring, ``_answered``
+    the ring's responses strictly before, and the orphans likewise, each
+    found by one search over the ring-grouped arrays instead of a window
+    and an as-of join per frame.
+    """
+    (cq, cs, co), uniq = dense_codes([ring_keys(req), ring_keys(rsp), ring_keys(orphans)])
+    q = Grouped.of(cq, len(uniq))
+    del cq
+    q_ns = req["ns"].to_numpy()[q.order]
+    s = Grouped.of(cs, len(uniq))
+    del cs
+    depth = q.rank() + 1
+    depth -= count_before(q, q_ns, s, rsp["ns"].to_numpy()[s.order], inclusive=False)
+    del s
+    if orphans.height:
+        o = Grouped.of(co, len(uniq))
+        depth += np.diff(o.starts)[q.codes]
+        depth -= count_before(q, q_ns, o, orphans["ns"].to_numpy()[o.order], inclusive=False)
+    del q_ns
+    if set(RING) <= set(by) <= {*RING, "operation"}:
+        table = _depth_by_ring(req, q, uniq, depth, by)
+        if table is not None:
+            return table
+    # Back to the requests' own order, beside their group columns.
+    in_rows = np.empty_like(depth)
+    in_rows[q.order] = depth
+    del depth, q
+    keys = [k for k in by if k != "operation"]
+    return (
+        req.lazy()
+        .select(*keys, *([effective_op().alias("operation")] if "operation" in by else []))
+        .with_columns(pl.Series("depth", in_rows, dtype=pl.Int64))
+        .group_by(by)
+        .agg(*_DEPTH_AGGS)
+        .collect()
+    )
+
+
+_DEPTH_AGGS = (
+    pl.col("depth").mean().alias("qd_mean"),
+    pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),
+    pl.col("depth").quantile(0.99, "nearest").alias("qd_p99"),
+    pl.col("depth").max().alias("qd_max"),
+)
+
+
+def _depth_by_ring(
+    req: pl.DataFrame, q: Grouped, uniq: np.ndarray, depth: np.ndarray, by: list[str]
+) -> pl.DataFrame | None:
+    """The depth groups when they are the ring (and op): statistics from one sort, or None.
+
+    The rows are already grouped by ring; the op (a null op is a group of its
+    own, as in polars) splits them further.
+    """
+    groups = q.codes.astype(np.int64)
+    nops = 1
+    if "operation" in by:
+        op = req.select(effective_op().fill_null(256).cast(pl.UInt16))[:, 0].to_numpy()[q.order]
+        nops = 257
+        groups *= nops
+        groups += op
+        del op
+    present = np.bincount(groups, minlength=len(uniq) * nops) > 0
+    dense = np.cumsum(present) - 1
+    which = np.flatnonzero(present)
+    stats = group_stats(dense[groups], len(which), depth, (0.5, 0.99))
+    if stats is None:
+        return None
+    cols = ring_frame(uniq[which // nops]).with_columns(
+        pl.Series("operation", which % nops, dtype=pl.UInt16).replace(256, None).cast(pl.UInt8)
+    )
+    return cols.select(by).with_columns(
+        pl.Series("qd_mean", stats.total / stats.count, dtype=pl.Float64),
+        pl.Series("qd_p50", stats.quantiles[0], dtype=pl.Float64),
+        pl.Series("qd_p99", stats.quantiles[1], dtype=pl.Float64),
+        pl.Series("qd_max", stats.max, dtype=pl.Int64),
+    )
 
 
 def _depth_of(
@@ -83,18 +179,7 @@ def _depth_of(
             total, on="_rk", how="left"
         )
         depth = depth + pl.col("_orphans").fill_null(0) - pl.col("_orphans_seen")
-    return (
-        rows.lazy()
-        .with_columns(depth.alias("depth"))
-        .group_by(by)
-        .agg(
-            pl.col("depth").mean().alias("qd_mean"),
-            pl.col("depth").quantile(0.5, "nearest").alias("qd_p50"),
-            pl.col("depth").quantile(0.99, "nearest").alias("qd_p99"),
-            pl.col("depth").max().alias("qd_max"),
-        )
-        .collect()
-    )
+    return rows.lazy().with_columns(depth.alias("depth")).group_by(by).agg(*_DEPTH_AGGS).collect()
 
 
 def btt_table(
