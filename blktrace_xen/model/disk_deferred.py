@@ -297,7 +297,9 @@ def _judge_bulk(
     if n_rec == 0:
         return [], [], (0, 0, 0, 0)
     try:
-        rec = np.array(log, dtype=np.int64).reshape(n_rec, WIDTH).T.copy()
+        # fromiter converts a list of ints about a quarter faster than np.array.
+        flat = np.fromiter(log, dtype=np.int64, count=n_rec * WIDTH)
+        rec = flat.reshape(n_rec, WIDTH).T.copy()
     except OverflowError:
         return None
     code, seq, sector, nr, aux = rec
