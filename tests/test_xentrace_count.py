@@ -13,6 +13,7 @@ from hypothesis import given
 from blktrace_xen.decode import xentrace as xtd
 from blktrace_xen.decode.xentrace import read_xentrace, summarize_xentrace
 from blktrace_xen.encode.xentrace import TraceRecord, write_xentrace
+from blktrace_xen.errors import MalformedRecord
 from blktrace_xen.structs import xentrace as xt
 from tests.test_decode_xentrace import SETTINGS, record_streams
 
@@ -71,3 +72,55 @@ def test_counts_equal_full_decode_on_real_traces(realxen: Path) -> None:
     # 200 k records: blocks long enough for the speculative lanes.
     for path in sorted(realxen.glob("*/trace-all.bin")):
         assert got_summary(path, False) == expected_summary(path)
+
+
+# Two windows of two 20-byte records (header, TSC, 2 words) each: window headers
+# at bytes 0 and 52, records at 12, 32, 64 and 84; the file ends at 104.
+SECOND_WINDOW = 12 + 2 * 20
+
+
+def _corrupt(data: bytearray, case: str) -> bytes:
+    if case == "header":
+        data[SECOND_WINDOW : SECOND_WINDOW + 4] = b"\xff\xff\xff\xff"
+    elif case == "cpu":
+        data[SECOND_WINDOW + 4 : SECOND_WINDOW + 8] = (-1).to_bytes(4, "little", signed=True)
+    elif case == "window_size":
+        data[SECOND_WINDOW + 8 : SECOND_WINDOW + 12] = (42).to_bytes(4, "little")
+    elif case == "overrun":
+        data[32:36] = (0xB002_8004).to_bytes(4, "little")  # 3 extra words: 4 bytes too long
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("case", "offset", "words"),
+    [
+        ("header", SECOND_WINDOW, "expected a TRC_TRACE_CPU_CHANGE window header"),
+        ("cpu", SECOND_WINDOW, "names cpu -1"),
+        ("window_size", SECOND_WINDOW, "window_size 42 is not a multiple of 4"),
+        ("overrun", 32, "record of 24 bytes runs past the end of the window of cpu 0 at 0x0"),
+    ],
+)
+def test_bad_framing_is_the_same_error_for_info_and_decode(
+    tmp_path: Path, case: str, offset: int, words: str
+) -> None:
+    path = tmp_path / "t.bin"
+    write_xentrace(path, [TraceRecord(0, 5, xt.TRC_SCHED_WAKE, (1, 2))] * 4, window_records=2)
+    path.write_bytes(_corrupt(bytearray(path.read_bytes()), case))
+    errors = []
+    for decode in (read_xentrace, summarize_xentrace):
+        with pytest.raises(MalformedRecord) as err:
+            decode(path, cpu_mhz=2400.0)
+        errors.append((str(err.value), err.value.offset))
+    assert errors[0] == errors[1]
+    assert errors[0][1] == offset and words in errors[0][0] and str(path) in errors[0][0]
+
+
+def test_a_record_cut_by_the_end_of_a_short_last_window_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    write_xentrace(path, [TraceRecord(0, 5, xt.TRC_SCHED_WAKE, (1, 2))] * 4, window_records=2)
+    path.write_bytes(path.read_bytes()[:-8])  # the last record loses its 2 extra words
+    full = read_xentrace(path, cpu_mhz=2400.0)
+    info = summarize_xentrace(path, cpu_mhz=2400.0)
+    assert full.events.height == info["records"] == 3
+    assert full.warnings == info["warnings"]
+    assert any("incomplete last record at offset 0x54" in w for w in info["warnings"])

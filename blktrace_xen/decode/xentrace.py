@@ -42,6 +42,7 @@ __all__ = [
 
 DEFAULT_CPU_MHZ: Final = 2400.0
 _I64 = npt.NDArray[np.int64]
+_U32 = npt.NDArray[np.uint32]
 _BYTES_PER_RECORD: Final = 20  # typical; sizes blocks from chunk_records
 # Small blocks keep temporaries a few MB, so malloc recycles them instead of
 # faulting in fresh pages (first-touch memory is slow, performance-notes §4).
@@ -169,6 +170,37 @@ def _open_source(path: str | Path) -> Iterator[_FileSource]:
         yield src
     finally:
         os.close(fd)
+
+
+def _scan(src: _FileSource, path: str | Path, run: IngestRun) -> Windows:
+    """The dump's window headers; a short last window is a warning, none at all an error."""
+    run.size = len(src)
+    win = scan_windows(src, path)
+    if win.short_offset is not None:
+        run.warnings.append(win.short_problem)
+    run.windows = len(win.offset)
+    if not win.offset:
+        raise MalformedRecord(
+            "xentrace", "no complete cpu-change window header", path=path, offset=0
+        )
+    return win
+
+
+def _block_words(src: _FileSource, win: Windows, a: int, b: int) -> tuple[int, _U32]:
+    """The file byte where windows ``a..b-1`` start, and their words (to the file's end at most)."""
+    start = win.offset[a]
+    end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
+    return start, src.words(start, end)
+
+
+def _truncated(run: IngestRun, win: Windows, b: int, at: int, path: str | Path) -> None:
+    """A record at byte ``at`` cut by the end of windows ``..b-1``: only the end of a
+    short last window may cut one (a killed xentrace), and that is a warning."""
+    if not (win.short_offset is not None and b == len(win.offset)):
+        raise MalformedRecord(
+            "xentrace", "record runs past the end of its window", path=path, offset=at
+        )
+    run.warnings.append(f"incomplete last record at offset {at:#x} ignored")
 
 
 def _blocks(win: Windows, budget_bytes: int) -> Iterator[tuple[int, int]]:
@@ -351,15 +383,7 @@ def _add_block(
 def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterator[pl.DataFrame]:
     """``events`` frames in merged order, one per block whose records can be placed."""
     with _open_source(path) as src:
-        run.size = len(src)
-        win = scan_windows(src, path)
-        if win.short_offset is not None:
-            run.warnings.append(win.short_problem)
-        run.windows = len(win.offset)
-        if not win.offset:
-            raise MalformedRecord(
-                "xentrace", "no complete cpu-change window header", path=path, offset=0
-            )
+        win = _scan(src, path, run)
         last_window: dict[int, int] = {}
         for i, c in enumerate(win.cpu):
             last_window[c] = i
@@ -376,30 +400,17 @@ def _iter_frames(path: str | Path, run: IngestRun, chunk_records: int) -> Iterat
         # A block holds at least one window, so a tiny chunk_records means one
         # window per block (tests use it to cross every block boundary).
         budget = max(chunk_records * _BYTES_PER_RECORD, 1)
-        n_win = len(win.offset)
-        short_is_last = win.short_offset is not None
         # Rows of pending elements, gathered before the read buffer is reused.
         carry: dict[str, np.ndarray] = {}
         words = np.zeros(0, dtype=np.uint32)
         for a, b in _blocks(win, budget):
-            start = win.offset[a]
-            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
-            words = src.words(start, end)
+            start, words = _block_words(src, win, a, b)
             block = decode_block(
                 words, start, win.offset[a:b], win.cpu[a:b], win.size[a:b],
                 path=path, fields=False,
             )  # fmt: skip
             if block.truncated_at is not None:
-                if not (short_is_last and b == n_win):
-                    raise MalformedRecord(
-                        "xentrace",
-                        "record runs past the end of its window",
-                        path=path,
-                        offset=block.truncated_at,
-                    )
-                run.warnings.append(
-                    f"incomplete last record at offset {block.truncated_at:#x} ignored"
-                )
+                _truncated(run, win, b, block.truncated_at, path)
             event = block.header & np.uint32(xt.TRC_EVENT_MASK)
             _add_block(
                 merger, run, words=words, block=block, event=event,
@@ -493,38 +504,19 @@ def summarize_xentrace(path: str | Path, *, cpu_mhz: float | None = None) -> dic
     Returns meta plus ``per_class`` (class name -> records), ``per_cpu`` and ``lost``.
     NumPy only, so the command starts fast.
     """
-    warnings: list[str] = []
-    mhz, default = _cpu_mhz(cpu_mhz, warnings)
-    run = IngestRun(str(path), mhz, default, warnings=warnings)
+    run = IngestRun.start(path, cpu_mhz)
     counts = Counts()
     with _open_source(path) as src:
-        run.size = len(src)
-        win = scan_windows(src, path)
-        if win.short_offset is not None:
-            run.warnings.append(win.short_problem)
-        run.windows = len(win.offset)
-        if not win.offset:
-            raise MalformedRecord(
-                "xentrace", "no complete cpu-change window header", path=path, offset=0
-            )
-        n_win = len(win.offset)
+        win = _scan(src, path, run)
         for a, b in _blocks(win, _INFO_BLOCK_BYTES):
-            start = win.offset[a]
-            end = min(win.offset[b - 1] + xt.CPU_CHANGE_SIZE + win.size[b - 1], len(src))
+            start, words = _block_words(src, win, a, b)
             counts.truncated_at = None
             count_block(
-                counts, src.words(start, end), start, win_offsets=win.offset[a:b],
+                counts, words, start, win_offsets=win.offset[a:b],
                 win_cpus=win.cpu[a:b], win_sizes=win.size[a:b], path=path,
             )  # fmt: skip
             if counts.truncated_at is not None:
-                if not (win.short_offset is not None and b == n_win):
-                    raise MalformedRecord(
-                        "xentrace", "record runs past the end of its window",
-                        path=path, offset=counts.truncated_at,
-                    )  # fmt: skip
-                run.warnings.append(
-                    f"incomplete last record at offset {counts.truncated_at:#x} ignored"
-                )
+                _truncated(run, win, b, counts.truncated_at, path)
     run.records = counts.records
     run.wraps = counts.wraps
     run.cpus.update(counts.per_cpu)

@@ -14,8 +14,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from blktrace_xen.decode.xentrace_walk import LEN_LUT, chain_mask
-from blktrace_xen.errors import MalformedRecord
+from blktrace_xen.decode.xentrace_walk import LEN_LUT, chain_mask, window_overrun
 from blktrace_xen.structs import xentrace as xt
 
 _HD_TSC: Final = np.uint32(1 << 31)
@@ -74,17 +73,10 @@ def count_block(
     if not on_chain.all():
         bad = int(np.flatnonzero(~on_chain)[0])
         prev = int(np.flatnonzero(mark[: hdr_words[bad]])[-1])
-        length = int(LEN_LUT[int(words[prev]) >> 28]) * 4
-        w = bad - 1
-        raise MalformedRecord(
-            "xentrace",
-            f"record of {length} bytes runs past the end of the window of cpu {win_cpus[w]} "
-            f"at {win_offsets[w]:#x} (window ends at {win_offsets[bad]:#x}, "
-            f"window_size {win_sizes[w]})",
-            path=path,
-            offset=base_offset + prev * 4,
-            field="window_size",
-        )
+        raise window_overrun(
+            words, prev, base_offset, bad,
+            win_offsets=win_offsets, win_cpus=win_cpus, win_sizes=win_sizes, path=path,
+        )  # fmt: skip
     pos = np.flatnonzero(mark)
     last = int(pos[-1])
     if last + int(LEN_LUT[int(words[last]) >> 28]) > n:

@@ -61,6 +61,14 @@ class ByteSource(Protocol):
     def __getitem__(self, item: slice, /) -> bytes: ...
 
 
+def _bad_header(
+    path: str | Path | None, offset: int, index: int, field: str, problem: str
+) -> MalformedRecord:
+    return MalformedRecord(
+        "xentrace", problem, path=path, offset=offset, record_index=index, field=field
+    )
+
+
 def scan_windows(buf: ByteSource | bytes, path: str | Path | None = None) -> Windows:
     """Follow the cpu-change headers from offset 0; garbage raises MalformedRecord.
 
@@ -81,33 +89,21 @@ def scan_windows(buf: ByteSource | bytes, path: str | Path | None = None) -> Win
             break
         header, cpu, wsize = unpack(buf[off : off + xt.CPU_CHANGE_SIZE])
         if header != xt.CPU_CHANGE_HEADER:
-            raise MalformedRecord(
-                "xentrace",
+            raise _bad_header(
+                path, off, len(out.offset), "header",
                 f"expected a TRC_TRACE_CPU_CHANGE window header {xt.CPU_CHANGE_HEADER:#010x}, "
                 f"found {header:#010x}",
-                path=path,
-                offset=off,
-                record_index=len(out.offset),
-                field="header",
-            )
+            )  # fmt: skip
         if not 0 <= cpu < xt.MAX_CPUS:
-            raise MalformedRecord(
-                "xentrace",
+            raise _bad_header(
+                path, off, len(out.offset), "cpu",
                 f"window header names cpu {cpu}, expected 0..{xt.MAX_CPUS - 1}",
-                path=path,
-                offset=off,
-                record_index=len(out.offset),
-                field="cpu",
-            )
+            )  # fmt: skip
         if wsize % 4:
-            raise MalformedRecord(
-                "xentrace",
+            raise _bad_header(
+                path, off, len(out.offset), "window_size",
                 f"window_size {wsize} is not a multiple of 4 (records are whole u32 words)",
-                path=path,
-                offset=off,
-                record_index=len(out.offset),
-                field="window_size",
-            )
+            )  # fmt: skip
         out.offset.append(off)
         out.cpu.append(cpu)
         out.size.append(wsize)
@@ -121,6 +117,32 @@ def scan_windows(buf: ByteSource | bytes, path: str | Path | None = None) -> Win
             break
         off = end
     return out
+
+
+def window_overrun(
+    words: npt.NDArray[np.uint32],
+    prev: int,
+    base_offset: int,
+    bad: int,
+    *,
+    win_offsets: list[int],
+    win_cpus: list[int],
+    win_sizes: list[int],
+    path: str | Path | None,
+) -> MalformedRecord:
+    """The error for window ``bad``'s header lying inside a record: the record at word
+    ``prev`` of ``words`` (file byte ``base_offset`` on) overruns window ``bad - 1``."""
+    length = int(LEN_LUT[int(words[prev]) >> 28]) * 4
+    w = bad - 1
+    return MalformedRecord(
+        "xentrace",
+        f"record of {length} bytes runs past the end of the window of cpu {win_cpus[w]} "
+        f"at {win_offsets[w]:#x} (window ends at {win_offsets[bad]:#x}, "
+        f"window_size {win_sizes[w]})",
+        path=path,
+        offset=base_offset + prev * 4,
+        field="window_size",
+    )
 
 
 def walk_sequential(words: npt.NDArray[np.uint32], start: int) -> npt.NDArray[np.int64]:
