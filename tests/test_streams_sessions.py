@@ -140,6 +140,13 @@ def test_load_streams_bad_inputs(tmp_path: Path) -> None:
         load_streams([tmp_path / "missing.bin"])
     with pytest.raises(InputFileError, match="not a streams folder"):
         load_streams([tmp_path])
+    # a file of another tool's format (the realxen poller's header) is refused by
+    # detection, not decoded as a xentrace dump with a misleading record error
+    other = tmp_path / "ring-1-51712.bin"
+    other.write_bytes(b"RXRING01" + bytes(24))
+    with pytest.raises(InputFileError, match=r"not a recognised input.*5258") as err:
+        load_streams([other])
+    assert str(other) in str(err.value)
 
 
 def test_cli_streams_roundtrip(realxen: Path, tmp_path: Path) -> None:

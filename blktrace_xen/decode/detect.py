@@ -24,7 +24,7 @@ def detect_format(path: str | Path) -> Format:
     if p.is_dir():
         if (p / "meta.json").is_file():
             return "streams"
-        raise InputFileError(p, "is a folder without meta.json, expected a streams folder")
+        raise InputFileError(p, "a folder, but not a streams folder (no meta.json)")
     try:
         with open(p, "rb") as fh:
             head = fh.read(xt.CPU_CHANGE_SIZE)

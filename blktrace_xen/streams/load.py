@@ -1,8 +1,9 @@
 """``load_streams``: any mix of xentrace dumps, ring captures and streams folders -> one Streams.
 
 Each input is recognised by content: a folder written by ``write_streams``, a
-pcapng ring capture (its section header magic), otherwise a xentrace dump
-(which has no magic). Several inputs are merged on one time base: the earliest
+pcapng ring capture (its section header magic) or a xentrace dump (no magic:
+it must open with a plausible cpu-change window header); anything else is refused
+by name with its first bytes. Several inputs are merged on one time base: the earliest
 trace's first TSC is ``ns`` 0 (``meta["t0_tsc"]``); captures with a TSC are
 placed through it (see :mod:`blktrace_xen.streams.timebase`).
 
@@ -20,13 +21,13 @@ from typing import Any, Final
 import polars as pl
 
 from blktrace_xen import schema
+from blktrace_xen.decode.detect import Format, detect_format
 from blktrace_xen.errors import InputFileError
 from blktrace_xen.streams import SOURCE_TABLES, Streams, timebase
 from blktrace_xen.streams.assemble import assemble
-from blktrace_xen.streams.store import is_streams_dir, read_streams
+from blktrace_xen.streams.store import read_streams
 
 RING: Final = list(schema.RING_KEY)
-_PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 
 
 def sha256_file(path: Path) -> str:
@@ -38,20 +39,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_kind(path: Path) -> str:
-    """``streams``, ``ringcap`` or ``xentrace``; InputFileError if it cannot be any."""
-    if path.is_dir():
-        if is_streams_dir(path):
-            return "streams"
-        raise InputFileError(path, "a folder, but not a streams folder (no meta.json)")
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror})") from exc
-    return "ringcap" if head == _PCAPNG_MAGIC else "xentrace"
+def input_kind(path: Path) -> Format:
+    """``streams``, ``ringcap`` or ``xentrace``, by content; InputFileError if it cannot be any."""
+    return detect_format(path)
 
 
 def _xentrace_parts(
