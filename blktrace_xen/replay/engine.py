@@ -143,7 +143,8 @@ def run_logic(
     feed = model.feed
     kinds = inp.kinds
     refs = inp.refs
-    args = inp.args
+    # The row's raw values, by column (see ReplayInput): a, b, c, d, e.
+    col_a, col_b, col_c, col_d, col_e = inp.cols[:5]
     rings = inp.rings
     times = inp.times
 
@@ -181,7 +182,7 @@ def run_logic(
     dctx = disk.ctx if isinstance(disk, DeferredDiskOracle) else []
     new_req = object.__new__
     i = -1
-    for kind, t, key, arg in zip(kinds, times, rings, args, strict=True):
+    for kind, t, key in zip(kinds, times, rings, strict=True):
         i += 1
         if key is not last_key:
             sys = model.ring(key)
@@ -198,46 +199,47 @@ def run_logic(
                 nr_ents = ring.nr_ents
                 if fe.state is not F_CONNECTED or ((idx - fe.rsp_cons) & MASK32) >= nr_ents:
                     s = seq_box[0]
-                    fe.submit_io(t, arg[0], arg[1], arg[2], arg[3], arg[4])
+                    fe.submit_io(t, col_a[i], col_b[i], col_c[i], col_d[i], col_e[i])
                     if seq_box[0] != s:
                         seq_of[refs[i]] = s
                     fed += 1
                     continue
-                op, sector, nr = arg[0], arg[1], arg[2]
+                op, sector, nr = col_a[i], col_b[i], col_c[i]
                 seq = seq_box[0]
-                # Req(0, op, sector, nr, arg[3], seq, 0) without the __init__ call.
+                # Req(0, op, sector, nr, col_d[i], seq, 0) without the __init__ call.
                 sreq = new_req(Req)
                 sreq.id = 0
                 sreq.operation = op
                 sreq.sector_number = sector
                 sreq.nr_sectors = nr
-                sreq.nr_segments = arg[3]
+                sreq.nr_segments = col_d[i]
                 sreq.seq = seq
                 sreq.version = 0
                 sreq.garbage = False
                 sreq.indirect_op = None
-                want = arg[4]
+                want = col_e[i]
                 if ref_front:
                     # LinuxBlkfront.log
                     flogic = fe.logic
                     shadow = flogic.shadow  # type: ignore[attr-defined]
-                    if want is not None and want not in shadow:
+                    # (setdefault: the test and the store in one dict operation)
+                    if want is not None and shadow.setdefault(want, sreq) is sreq:
                         rid = want
                     else:
                         free = flogic.free  # type: ignore[attr-defined]
                         rid = free.pop()
                         while rid in shadow:
                             rid = free.pop()
-                    shadow[rid] = sreq
+                        shadow[rid] = sreq
                 else:
                     rid = fe.logic.log(fe, sreq, want)
                 seq_box[0] = seq + 1
                 seq_of[refs[i]] = seq
                 sreq.id = rid
                 outstanding = fe.outstanding
-                if rid in outstanding:
-                    fe.reused_id(t, rid)
-                outstanding[rid] = sreq
+                if outstanding.setdefault(rid, sreq) is not sreq:
+                    fe.reused_id(t, rid)  # reads the older request, still in place
+                    outstanding[rid] = sreq
                 fe.answered.discard(rid)
                 if dlog is not None:
                     io = IO_WRITE if op == 1 else IO_READ if op == 0 else io_kind(op, None, nr)
@@ -268,7 +270,7 @@ def run_logic(
                     else:
                         skip(i, "BackComplete", "no I/O of this logic to complete", f"seq {s2}")
                         continue
-                status = arg[1]
+                status = col_b[i]
                 op = req.operation
                 rid = req.id
                 inflight = be.inflight
@@ -294,7 +296,7 @@ def run_logic(
                 # Backend.complete's path for that case.
                 seq = req.seq
                 by_seq = be.by_seq
-                if by_seq.get(seq) is req:
+                if seq == s2 or by_seq.get(seq) is req:  # by_seq[s2] is req
                     del by_seq[seq]
                 del inflight[rid]
                 data: Data | None = None
@@ -389,7 +391,7 @@ def run_logic(
             elif kind == K_CONSUME:
                 backends[-1].consume(t)
             elif kind == K_RESPONSE:
-                op, status, idx, _, rid = arg[:5]
+                op, status, idx, rid = col_a[i], col_b[i], col_c[i], col_e[i]
                 idx = -1 if idx is None else idx
                 ahead = (idx - sys.ring.rsp_prod) & MASK32 if idx >= 0 else 0
                 if idx >= 0 and ahead >= 1 << 31:
