@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from blktrace_xen.analyses import btt_table, indices, rings
+from blktrace_xen.analyses import RULES, AnalysisOptions, btt_table, indices, rings
 from blktrace_xen.analyses.timeline import clear
 from blktrace_xen.streams import Streams
 from tests import frames
@@ -116,6 +116,18 @@ def test_btt_depth_matches_polars(seed: int) -> None:
                 assert btt_table(s, by=by).select(cols).equals(want), by
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_out_of_order_waits_match_polars(seed: int) -> None:
+    s = _streams(seed)
+    rule = RULES["out-of-order-completion"]
+    with _rings(enabled=False):
+        want = rule.fn(s, AnalysisOptions()).lazy().collect().sort(pl.all())
+    for loop_groups in (None, 0):
+        with _rings(loop_groups=loop_groups):
+            got = rule.fn(s, AnalysisOptions()).lazy().collect().sort(pl.all())
+        assert got.equals(want)
+
+
 def test_some_inputs_have_what_the_paths_differ_on() -> None:
     """The random inputs above do hold orphans, null sessions and null indices."""
     s = [_streams(seed) for seed in range(40)]
@@ -123,6 +135,7 @@ def test_some_inputs_have_what_the_paths_differ_on() -> None:
     assert any(x.requests["session"].null_count() for x in s)
     assert any(x.responses["idx"].null_count() for x in s)
     assert any(x.snapshots.height for x in s)
+    assert any(x.io["reorder"].fill_null(0).abs().max() for x in s)
 
 
 def test_nearest_rank_is_polars_nearest_quantile() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
+from blktrace_xen.analyses import rings
 from blktrace_xen.analyses.batches import in_batch, ring_batches
 from blktrace_xen.analyses.emit import RING, emit, ms, ring_key, ring_label
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import rule
 from blktrace_xen.analyses.repeats import maybe_repeated
+from blktrace_xen.analyses.rings import Grouped, dense_codes, nearest_rank, ring_frame
 from blktrace_xen.analyses.timeline import paired
 from blktrace_xen.streams import Streams
 
@@ -56,38 +59,9 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
     Not a violation itself (info).
     """
     io = _io_in_issue_order(streams)
-    # Earliest completion among requests issued after this one (suffix minimum).
-    # Computed inside the aggregation (a group keeps its rows' issue order): a
-    # window would scatter a 10 M-row column back only to be grouped again.
-    later_min = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1)
-    hol = (pl.col("rsp_ns") - later_min).clip(lower_bound=0).fill_null(0)
-    cols = [*_SESSION, "req_ns", "rsp_ns", "reorder"]
-
-    def sessions(rows: pl.LazyFrame) -> pl.DataFrame:
-        return (
-            rows.filter(pl.col("rsp_ns").is_not_null())
-            .select(cols)
-            .group_by(_SESSION)
-            .agg(
-                pl.len().alias("completed"),
-                (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
-                pl.col("reorder").abs().max().alias("max_reorder"),
-                hol.max().alias("max_hol_wait_ns"),
-                hol.quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
-                pl.col("req_ns").min().alias("ns"),
-                pl.col("rsp_ns").max().alias("ns_end"),
-            )
-            .filter(pl.col("reordered") > 0)
-            .collect()
-        )
-
-    # Groups are ring sessions: a few rings at a time give the same rows, and the
-    # aggregation never holds every completion's columns at once.
-    batches = ring_batches([io])
-    if batches is None:
-        rows = sessions(io.lazy()).lazy()
-    else:
-        rows = pl.concat([sessions(io.lazy().filter(in_batch(b))) for b in batches]).lazy()
+    rows = _sessions_sorted(io)
+    if rows is None:
+        rows = _sessions(io)
     return emit(
         rows,
         "out-of-order-completion",
@@ -103,6 +77,114 @@ def out_of_order_completion(streams: Streams, options: AnalysisOptions) -> pl.La
         ),
         evidence=["completed", "reordered", "max_reorder", "max_hol_wait_ns", "p99_hol_wait_ns"],
     )
+
+
+# Earliest completion among requests issued after this one (suffix minimum), and
+# how long each completion came after it (0 for the last request).
+_LATER_MIN = pl.col("rsp_ns").reverse().cum_min().reverse().shift(-1)
+_HOL = (pl.col("rsp_ns") - _LATER_MIN).clip(lower_bound=0).fill_null(0)
+
+
+def _sums(io: pl.DataFrame) -> pl.LazyFrame:
+    """The completed rows' plain per-session aggregations (polars' fast grouped path)."""
+    return (
+        io.lazy()
+        .filter(pl.col("rsp_ns").is_not_null())
+        .group_by(_SESSION)
+        .agg(
+            pl.len().alias("completed"),
+            (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+            pl.col("reorder").abs().max().alias("max_reorder"),
+            pl.col("req_ns").min().alias("ns"),
+            pl.col("rsp_ns").max().alias("ns_end"),
+        )
+        .filter(pl.col("reordered") > 0)
+    )
+
+
+def _sessions(io: pl.DataFrame) -> pl.LazyFrame:
+    """The ring sessions with a completion out of order, and their head-of-line waits."""
+    # The suffix minimum is computed inside the aggregation (a group keeps its rows'
+    # issue order): a window would scatter a 10 M-row column back only to be grouped again.
+    cols = [*_SESSION, "req_ns", "rsp_ns", "reorder"]
+
+    def sessions(rows: pl.LazyFrame) -> pl.DataFrame:
+        return (
+            rows.filter(pl.col("rsp_ns").is_not_null())
+            .select(cols)
+            .group_by(_SESSION)
+            .agg(
+                pl.len().alias("completed"),
+                (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+                pl.col("reorder").abs().max().alias("max_reorder"),
+                _HOL.max().alias("max_hol_wait_ns"),
+                _HOL.quantile(0.99, "nearest").alias("p99_hol_wait_ns"),
+                pl.col("req_ns").min().alias("ns"),
+                pl.col("rsp_ns").max().alias("ns_end"),
+            )
+            .filter(pl.col("reordered") > 0)
+            .collect()
+        )
+
+    # Groups are ring sessions: a few rings at a time give the same rows, and the
+    # aggregation never holds every completion's columns at once.
+    batches = ring_batches([io])
+    if batches is None:
+        return sessions(io.lazy()).lazy()
+    return pl.concat([sessions(io.lazy().filter(in_batch(b))) for b in batches]).lazy()
+
+
+def _sessions_sorted(io: pl.DataFrame) -> pl.LazyFrame | None:
+    """:func:`_sessions` with the waits from ring-session-grouped NumPy arrays, or None.
+
+    The plain aggregations stay in polars, without the waits that held them
+    on its slow path; a suffix minimum per session (in issue order) gives
+    the waits. None (the caller keeps the polars formulation) for a null
+    ring key or more sessions than :data:`rings.LOOP_GROUPS`.
+    """
+    if not rings.ENABLED:
+        return None
+    sums = _sums(io).collect()
+    if sums.is_empty():
+        return sums.lazy().with_columns(
+            pl.lit(None, pl.Int64).alias("max_hol_wait_ns"),
+            pl.lit(None, pl.Float64).alias("p99_hol_wait_ns"),
+        )
+    done = (
+        io.lazy()
+        .filter(pl.col("rsp_ns").is_not_null())
+        .select(ring_key().alias("rk"), "session", "rsp_ns")
+        .collect()
+    )
+    if done["rk"].null_count():
+        return None
+    (ring,), uniq = dense_codes([done["rk"].to_numpy()])
+    session = done["session"].cast(pl.Int64).fill_null(1 << 32).to_numpy()
+    (code,), pairs = dense_codes([(ring.astype(np.int64) << 33) | session])
+    del ring, session
+    if len(pairs) > rings.LOOP_GROUPS:
+        return None
+    g = Grouped.of(code, len(pairs))
+    rsp_ns = done["rsp_ns"].to_numpy()[g.order]
+    del done, code
+    worst = np.zeros(len(pairs), dtype=np.int64)
+    p99 = np.zeros(len(pairs), dtype=np.int64)
+    for k in range(len(pairs)):
+        t = rsp_ns[g.starts[k] : g.starts[k + 1]]
+        wait = np.zeros(len(t), dtype=np.int64)
+        # Each completion minus the earliest completion of a request issued later.
+        np.subtract(t[:-1], np.minimum.accumulate(t[::-1])[::-1][1:], out=wait[:-1])
+        np.maximum(wait, 0, out=wait)
+        worst[k] = wait.max()
+        rank = int(nearest_rank(np.array([len(t)]), 0.99)[0])
+        p99[k] = np.partition(wait, rank)[rank]
+    session_of = pairs & ((1 << 33) - 1)
+    waits = ring_frame(uniq[pairs >> 33]).with_columns(
+        pl.Series("session", session_of, dtype=pl.Int64).replace(1 << 32, None).cast(pl.UInt32),
+        pl.Series("max_hol_wait_ns", worst, dtype=pl.Int64),
+        pl.Series("p99_hol_wait_ns", p99, dtype=pl.Float64),
+    )
+    return sums.lazy().join(waits.lazy(), on=_SESSION, how="left", nulls_equal=True)
 
 
 def _repeated_writes(io: pl.DataFrame) -> pl.DataFrame:

@@ -55,8 +55,8 @@ def ring_keys(frame: pl.DataFrame) -> npt.NDArray[np.uint64]:
 
 
 def dense_codes(
-    keys: Sequence[npt.NDArray[np.generic]],
-) -> tuple[list[Codes], npt.NDArray[np.generic]]:
+    keys: Sequence[npt.NDArray[Any]],
+) -> tuple[list[Codes], npt.NDArray[Any]]:
     """Codes 0..K-1 of the values in ``keys`` (consistent across arrays) and the K sorted values.
 
     Codes follow the order of the values. The unique values come from polars
@@ -182,7 +182,7 @@ def count_before(a: Grouped, a_ns: I64, b: Grouped, b_ns: I64, *, inclusive: boo
     return out
 
 
-def ring_frame(keys: npt.NDArray[np.uint64]) -> pl.DataFrame:
+def ring_frame(keys: npt.NDArray[Any]) -> pl.DataFrame:
     """The ring columns (domid, vdev, queue) of packed :func:`ring_key` values."""
     k = pl.Series("k", keys, dtype=pl.UInt64)
     return pl.DataFrame(
