@@ -303,12 +303,12 @@ def _judge_bulk(
     except OverflowError:
         return None
     code, seq, sector, nr, aux = rec
-    extent = (code != C_AK) & (code != C_FL)
-    if (((sector | nr)[extent] & (BLOCK - 1)) != 0).any() or (sector[extent] < 0).any():
+    # (Ack and fail records carry sector 0 and 0 sectors, so they pass as they are.)
+    if ((sector | nr) & (BLOCK - 1)).any() or (sector < 0).any():
         return None
-    if (nr[extent] < 0).any() or int(seq.min()) < -1:
+    if (nr < 0).any() or int(seq.min()) < -1:
         return None
-    n_rows = int((nr[extent] >> BLOCK_SHIFT).sum())
+    n_rows = int((nr >> BLOCK_SHIFT).sum())
     if n_rows > MAX_BULK_ROWS:
         return None
     n_seq = int(seq.max()) + 2  # arrays indexed by seq + 1 (seq -1: a garbage request)
@@ -389,7 +389,13 @@ def _judge_bulk(
     def first_sector(bid: np.ndarray) -> np.ndarray:
         return (bid if uniq is None else uniq[bid]) << BLOCK_SHIFT
 
-    ctx_of = np.cumsum((code == C_AP) | (code == C_VR)) - 1
+    with_ctx: list[np.ndarray] = []  # records that logged a ctx, found on first use
+
+    def ctx_of(i: int) -> Ctx:
+        if not with_ctx:
+            with_ctx.append(np.flatnonzero((code == C_AP) | (code == C_VR)))
+        return ctx[int(np.searchsorted(with_ctx[0], i))]
+
     found: list[_Found] = []
 
     # Applies: misplaced (issued for another extent), duplicated (acked before).
@@ -399,7 +405,7 @@ def _judge_bulk(
     for k in np.flatnonzero(misplaced | duplicated).tolist():
         i = int(ap[k])
         s, sec, n = int(seq[i]), int(sector[i]), int(nr[i])
-        c = ctx[int(ctx_of[i])]
+        c = ctx_of(i)
         if misplaced[k]:
             w0, w1 = int(i_sector[s + 1]), int(i_nr[s + 1])
             p = DiskProblem(
@@ -441,7 +447,7 @@ def _judge_bulk(
             s = int(seq[i])
             sec = int(first_sector(v_bid[r : r + 1])[0])
             g, w = int(got[r]), int(want[r])
-            c = ctx[int(ctx_of[i])]
+            c = ctx_of(i)
             p = DiskProblem(
                 "stale-read",
                 s,
