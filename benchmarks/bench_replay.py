@@ -53,18 +53,35 @@ def all_pairings() -> list[tuple[str, str]]:
     return out
 
 
-def steady(ios: int, batch: int, seed: int = 1) -> Streams:
+def steady(ios: int, batch: int, seed: int = 1, rings: int = 1) -> Streams:
+    """``ios`` I/Os split over ``rings`` rings (domids 1..), whose rows interleave."""
     rng = np.random.default_rng(seed)
+    per = [_one_ring(ios // rings, batch, rng, domid=1 + r, shift=10 * r) for r in range(rings)]
+    return assemble(
+        requests=schema.conform(
+            pl.concat([q for q, _ in per]).sort("ns", maintain_order=True), "requests"
+        ),
+        responses=schema.conform(
+            pl.concat([r for _, r in per]).sort("ns", maintain_order=True), "responses"
+        ),
+        control=schema.empty("control"),
+        meta={},
+    )
+
+
+def _one_ring(
+    ios: int, batch: int, rng: np.random.Generator, *, domid: int, shift: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     k = np.arange(ios, dtype=np.int64)
     rnd = k // batch
     pos = k % batch
-    t_req = rnd * 200_000 + pos * 100
-    consumed = rnd * 200_000 + 20_000
+    t_req = rnd * 200_000 + pos * 100 + shift
+    consumed = rnd * 200_000 + 20_000 + shift
     t_rsp = consumed + 50_000 + rng.integers(0, 100_000, ios)
     t_rsp_cons = t_rsp + 5_000
     idx = (k & 0xFFFFFFFF).astype(np.uint32)
     ring = {
-        "domid": np.full(ios, 1, np.uint16),
+        "domid": np.full(ios, domid, np.uint16),
         "vdev": np.full(ios, 51712, np.uint32),
         "queue": np.zeros(ios, np.uint16),
     }
@@ -94,12 +111,7 @@ def steady(ios: int, batch: int, seed: int = 1) -> Streams:
             "status": np.zeros(ios, np.int16),
         }
     ).with_columns(pl.lit("synth").alias("source"))
-    return assemble(
-        requests=schema.conform(requests, "requests"),
-        responses=schema.conform(responses, "responses"),
-        control=schema.empty("control"),
-        meta={},
-    )
+    return requests, responses
 
 
 def main() -> None:
@@ -109,8 +121,9 @@ def main() -> None:
     ap.add_argument("--no-verify", action="store_true", help="skip the disk-content oracle")
     ap.add_argument("--repeat", type=int, default=3, help="runs per logic; the best is shown")
     ap.add_argument("--all", action="store_true", help="every registered logic, not just four")
+    ap.add_argument("--rings", type=int, default=1, help="split the I/Os over this many rings")
     args = ap.parse_args()
-    streams = steady(args.ios, args.batch)
+    streams = steady(args.ios, args.batch, rings=args.rings)
     t0, c0 = time.perf_counter(), time.process_time()
     inp = build_input(streams)
     t_build = time.perf_counter() - t0

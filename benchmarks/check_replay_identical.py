@@ -1,14 +1,14 @@
 """Check that replay gives the same results as a saved baseline.
 
 Inputs: every case in ``replays/`` (its files loaded as the corpus test loads them) and
-the bench_replay steady trace at 20 k I/Os. Each is replayed under every registered logic
-(paired as ``bench_replay --all`` pairs them), under two user logics loaded from a file as
-``--logic path.py:Class`` would (hooks that break an invariant now and then, so a hook the
-engine failed to call changes the result), oracle on and off. For every run it hashes the
-violations, final ring states, disk report, skips and counts. Save a baseline from the
-tree before a change, then compare after it; the baseline keeps the inputs (pickled
-Streams), so a change in the loaders between the two runs does not show up as a
-difference in replay:
+the bench_replay steady trace at 20 k I/Os on one ring and at 10 k on four. Each is
+replayed under every registered logic (paired as ``bench_replay --all`` pairs them), under
+two user logics loaded from a file as ``--logic path.py:Class`` would (hooks that break
+an invariant now and then, so a hook the engine failed to call changes the result),
+oracle on and off. For every run it hashes the violations, final ring states, disk
+report, skips and counts. Save a baseline from the tree before a change, then compare
+after it; the baseline keeps the inputs (pickled Streams), so a change in the loaders
+between the two runs does not show up as a difference in replay:
 
     python benchmarks/check_replay_identical.py save /tmp/replay-baseline
     python benchmarks/check_replay_identical.py compare /tmp/replay-baseline
@@ -91,6 +91,8 @@ def _inputs() -> list[tuple[str, Streams]]:
             streams = load_streams([case / p for p in spec["inputs"]], cpu_mhz=spec.get("cpu_mhz"))
         out.append((case.name, streams))
     out.append((f"bench-steady-{BENCH_IOS}", steady(BENCH_IOS, 8)))
+    # Rows alternating between four rings (the engine keeps per-ring state).
+    out.append((f"bench-steady-{BENCH_IOS // 2}-4-rings", steady(BENCH_IOS // 2, 8, rings=4)))
     return out
 
 

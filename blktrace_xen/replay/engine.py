@@ -181,15 +181,23 @@ def run_logic(
     dlog = disk.log if isinstance(disk, DeferredDiskOracle) else None
     dctx = disk.ctx if isinstance(disk, DeferredDiskOracle) else []
     new_req = object.__new__
+    ring_state: dict[object, tuple[RingSystem, Any, list[Backend], Frontend, bool]] = {}
     i = -1
     for kind, t, key in zip(kinds, times, rings, strict=True):
         i += 1
         if key is not last_key:
-            sys = model.ring(key)
-            handlers = sys.handlers
-            backends = sys.backends  # the RingSystem appends to this very list
-            fe = sys.frontend  # one per ring, for good
-            ref_front = _is_reference_front(fe.logic)
+            # Rings may alternate every row: what a switch needs is kept per ring.
+            per_ring = ring_state.get(key)
+            if per_ring is None:
+                sys = model.ring(key)
+                per_ring = ring_state[key] = (
+                    sys,
+                    sys.handlers,
+                    sys.backends,  # the RingSystem appends to this very list
+                    sys.frontend,  # one per ring, for good
+                    _is_reference_front(sys.frontend.logic),
+                )
+            sys, handlers, backends, fe, ref_front = per_ring
             last_key = key
         try:
             if kind == K_SUBMIT:
