@@ -229,16 +229,20 @@ class _Side:
         cls,
         g: Grouped,
         cols: tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None],
-        rows: slice,
+        rings: tuple[int, int],
         snapped: np.ndarray,
     ) -> _Side:
+        """Rings ``rings[0]`` .. ``rings[1] - 1`` of ``g``, without rings in ``snapped``."""
         idx, has_idx, ns, session = cols
+        rows = g.rows(*rings)
         order, ring = g.order[rows], g.codes[rows]
-        keep = ~snapped[ring]
-        if has_idx is not None:
-            keep &= has_idx[order]
-        if not keep.all():
-            order, ring = order[keep], ring[keep]
+        # Most pieces hold no snapshotted ring and no null index: no row mask then.
+        if has_idx is not None or snapped[rings[0] : rings[1]].any():
+            keep = ~snapped[ring]
+            if has_idx is not None:
+                keep &= has_idx[order]
+            if not keep.all():
+                order, ring = order[keep], ring[keep]
         sess = np.full(len(order), -1, np.int64) if session is None else session[order]
         return cls(
             ring.astype(np.int64), sess.astype(np.int64), ns[order], idx[order].astype(np.int64)
@@ -294,8 +298,8 @@ def _summary_sorted(streams: Streams, req: pl.DataFrame, rsp: pl.DataFrame) -> p
     max_out = np.full(nrings, -1, dtype=np.int64)
     overflow = np.zeros(nrings, dtype=bool)
     for g0, g1 in chunks([q, s]):
-        a = _Side.of(q, q_cols, q.rows(g0, g1), snapped)
-        b = _Side.of(s, s_cols, s.rows(g0, g1), snapped)
+        a = _Side.of(q, q_cols, (g0, g1), snapped)
+        b = _Side.of(s, s_cols, (g0, g1), snapped)
         present[a.ring] = True
         present[b.ring] = True
         regressed[a.back()] = True

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from blktrace_xen.analyses import rings
 from blktrace_xen.analyses.batches import in_batch, ring_batches
 from blktrace_xen.analyses.emit import RING, ring_key
 from blktrace_xen.analyses.rings import (
     Grouped,
+    chunks,
     count_before,
     dense_codes,
     group_stats,
@@ -83,30 +85,56 @@ def _depth_sorted(
     The same counts: ``_issued`` is the rank within the ring, ``_answered``
     the ring's responses strictly before, and the orphans likewise, each
     found by one search over the ring-grouped arrays instead of a window
-    and an as-of join per frame.
+    and an as-of join per frame. A few rings at a time (see :func:`chunks`).
     """
     (cq, cs, co), uniq = dense_codes([ring_keys(req), ring_keys(rsp), ring_keys(orphans)])
-    q = Grouped.of(cq, len(uniq))
-    del cq
-    q_ns = req["ns"].to_numpy()[q.order]
-    s = Grouped.of(cs, len(uniq))
-    del cs
-    depth = q.rank() + 1
-    depth -= count_before(q, q_ns, s, rsp["ns"].to_numpy()[s.order], inclusive=False)
-    del s
-    if orphans.height:
-        o = Grouped.of(co, len(uniq))
-        depth += np.diff(o.starts)[q.codes]
-        depth -= count_before(q, q_ns, o, orphans["ns"].to_numpy()[o.order], inclusive=False)
-    del q_ns
+    q, s, o = (Grouped.of(c, len(uniq)) for c in (cq, cs, co))
+    del cq, cs, co
+    ns = [f["ns"].to_numpy() for f in (req, rsp, orphans)]
+    orphans_total = np.diff(o.starts)
+
+    def depth(g0: int, g1: int) -> tuple[Grouped, np.ndarray]:
+        """These rings' requests (their part of ``q``, codes from 0) and depths."""
+        rows = q.rows(g0, g1)
+        part = Grouped(q.order[rows], q.codes[rows] - g0, q.starts[g0 : g1 + 1] - q.starts[g0])
+        q_ns = ns[0][part.order]
+        found = part.rank() + 1
+        for other, other_ns in ((s, ns[1]), (o, ns[2])):
+            if other.starts[g1] > other.starts[g0]:
+                theirs = other.rows(g0, g1)
+                b = Grouped(
+                    other.order[theirs],
+                    other.codes[theirs] - g0,
+                    other.starts[g0 : g1 + 1] - other.starts[g0],
+                )
+                found -= count_before(part, q_ns, b, other_ns[b.order], inclusive=False)
+        if orphans.height:
+            found += orphans_total[g0:g1][part.codes]
+        return part, found
+
+    ranges = chunks([q, s, o])
     if set(RING) <= set(by) <= {*RING, "operation"}:
-        table = _depth_by_ring(req, q, uniq, depth, by)
-        if table is not None:
-            return table
-    # Back to the requests' own order, beside their group columns.
-    in_rows = np.empty_like(depth)
-    in_rows[q.order] = depth
-    del depth, q
+        op = (
+            req.select(effective_op().fill_null(256).cast(pl.UInt16))[:, 0].to_numpy()
+            if "operation" in by
+            else None
+        )
+        parts = []
+        for g0, g1 in ranges:
+            if q.starts[g1] == q.starts[g0]:
+                continue  # rings with responses only: no depth
+            part, found = depth(g0, g1)
+            table = _depth_by_ring(part, uniq[g0:g1], found, op, by)
+            if table is None:
+                break
+            parts.append(table)
+        else:
+            return pl.concat(parts) if parts else _depth_of(req, rsp, orphans, by)
+    # Other groups: each request's depth in its own row, grouped by polars.
+    in_rows = np.empty(req.height, dtype=np.int64)
+    for g0, g1 in ranges:
+        part, found = depth(g0, g1)
+        in_rows[part.order] = found
     keys = [k for k in by if k != "operation"]
     return (
         req.lazy()
@@ -127,21 +155,19 @@ _DEPTH_AGGS = (
 
 
 def _depth_by_ring(
-    req: pl.DataFrame, q: Grouped, uniq: np.ndarray, depth: np.ndarray, by: list[str]
+    q: Grouped, uniq: np.ndarray, depth: np.ndarray, op: np.ndarray | None, by: list[str]
 ) -> pl.DataFrame | None:
-    """The depth groups when they are the ring (and op): statistics from one sort, or None.
+    """The depth groups of these rings when groups are the ring (and op): one sort, or None.
 
-    The rows are already grouped by ring; the op (a null op is a group of its
-    own, as in polars) splits them further.
+    The rows are already grouped by ring; the op (``op``: a code per request
+    row, 256 for null, a group of its own as in polars) splits them further.
     """
     groups = q.codes.astype(np.int64)
     nops = 1
-    if "operation" in by:
-        op = req.select(effective_op().fill_null(256).cast(pl.UInt16))[:, 0].to_numpy()[q.order]
+    if op is not None:
         nops = 257
         groups *= nops
-        groups += op
-        del op
+        groups += op[q.order]
     present = np.bincount(groups, minlength=len(uniq) * nops) > 0
     dense = np.cumsum(present) - 1
     which = np.flatnonzero(present)
@@ -182,6 +208,35 @@ def _depth_of(
     return rows.lazy().with_columns(depth.alias("depth")).group_by(by).agg(*_DEPTH_AGGS).collect()
 
 
+_NO_OP = 256  # the op code of a null op (its own group, as in polars)
+
+
+def _ring_op_code(io: pl.DataFrame, keys: list[str]) -> tuple[pl.Series, np.ndarray] | None:
+    """``_g``, one u32 per row naming its (ring, op) group, and the ring keys it codes; or None.
+
+    None unless the groups are the ring (and op) and no ring key is null.
+    """
+    if not set(RING) <= set(keys) <= {*RING, "operation"} or not usable([io], RING):
+        return None
+    (ring,), uniq = dense_codes([ring_keys(io)])
+    group = ring.astype(np.uint32) * np.uint32(_NO_OP + 1)
+    del ring
+    if "operation" in keys:
+        group += io["operation"].fill_null(_NO_OP).cast(pl.UInt16).to_numpy()
+    return pl.Series("_g", group, dtype=pl.UInt32), uniq
+
+
+def _ring_op_keys(code: pl.Series, uniq: np.ndarray, keys: list[str]) -> pl.DataFrame:
+    """The ``keys`` columns of :func:`_ring_op_code`'s groups."""
+    g = code.to_numpy()
+    op = pl.Series("operation", g % (_NO_OP + 1), dtype=pl.UInt16)
+    return (
+        ring_frame(uniq[g // (_NO_OP + 1)])
+        .with_columns(op.replace(_NO_OP, None).cast(pl.UInt8))
+        .select(keys)
+    )
+
+
 def btt_table(
     streams: Streams, *, by: Sequence[str] = ("domid", "vdev", "queue", "operation")
 ) -> pl.DataFrame:
@@ -215,41 +270,48 @@ def _btt_table(streams: Streams, keys: list[str]) -> pl.DataFrame:
     span = (
         pl.max_horizontal(pl.col("rsp_ns").max(), pl.col("req_ns").max()) - pl.col("req_ns").min()
     ).alias("span_ns")
-    sums = (
-        io.lazy()
-        .group_by(keys)
-        .agg(
-            pl.len().alias("count"),
-            done.sum().alias("completed"),
-            (pl.col("status").fill_null(0) != 0).sum().alias("errors"),
-            span,
-            (pl.when(done).then(pl.col("nr_sectors")).sum() * SECTOR_BYTES).alias("bytes"),
-            lat.mean().alias("lat_mean_ns"),
-            lat.max().alias("lat_max_ns"),
-            (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
-            pl.col("reorder").abs().max().alias("reorder_max"),
-            pl.col("reorder").abs().mean().alias("reorder_mean_abs"),
-        )
+    # One integer key per (ring, op) when the groups are those: a single-column
+    # group_by hashes less and holds less than one over the four columns.
+    code = _ring_op_code(io, keys) if rings.ENABLED else None
+    rows, by = (io.lazy(), keys) if code is None else (io.lazy().with_columns(code[0]), ["_g"])
+    sums = rows.group_by(by).agg(
+        pl.len().alias("count"),
+        done.sum().alias("completed"),
+        (pl.col("status").fill_null(0) != 0).sum().alias("errors"),
+        span,
+        (pl.when(done).then(pl.col("nr_sectors")).sum() * SECTOR_BYTES).alias("bytes"),
+        lat.mean().alias("lat_mean_ns"),
+        lat.max().alias("lat_max_ns"),
+        (pl.col("reorder").fill_null(0) != 0).sum().alias("reordered"),
+        pl.col("reorder").abs().max().alias("reorder_max"),
+        pl.col("reorder").abs().mean().alias("reorder_mean_abs"),
     )
     # The quantiles on their own: grouped with the sums above, they slow every one.
     quantiles = (
-        io.lazy()
-        .select(*keys, lat.alias("_lat"))
-        .group_by(keys)
+        rows.select(*by, lat.alias("_lat"))
+        .group_by(by)
         .agg(
             pl.col("_lat").quantile(0.5, "nearest").alias("lat_p50_ns"),
             pl.col("_lat").quantile(0.9, "nearest").alias("lat_p90_ns"),
             pl.col("_lat").quantile(0.99, "nearest").alias("lat_p99_ns"),
         )
     )
-    grouped = sums.collect().join(quantiles.collect(), on=keys, how="left", nulls_equal=True)
-    table = grouped.lazy().with_columns(
-        pl.when(pl.col("span_ns") > 0)
-        .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
-        .alias("iops"),
-        pl.when(pl.col("span_ns") > 0)
-        .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
-        .alias("mb_s"),
+    grouped = sums.collect().join(quantiles.collect(), on=by, how="left", nulls_equal=True)
+    if code is not None:
+        grouped = pl.concat(
+            [_ring_op_keys(grouped["_g"], code[1], keys), grouped], how="horizontal"
+        )
+    table = (
+        grouped.lazy()
+        .drop("_g", strict=False)
+        .with_columns(
+            pl.when(pl.col("span_ns") > 0)
+            .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
+            .alias("iops"),
+            pl.when(pl.col("span_ns") > 0)
+            .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
+            .alias("mb_s"),
+        )
     )
     depth = _depth(streams, keys)
     if depth is not None:
