@@ -35,7 +35,7 @@ def test_unique_pairs_are_dropped_among_many() -> None:
     keep = maybe_repeated(a, b)
     exact = _exact(a, b)
     assert exact.sum() == 20 and not (exact & ~keep).any()
-    assert keep.sum() < 100  # collisions are filtered out by the later passes
+    assert keep.sum() < 100  # 64-bit hashes of unique pairs almost never collide
 
 
 def test_empty_and_single() -> None:
@@ -43,3 +43,12 @@ def test_empty_and_single() -> None:
     assert maybe_repeated(empty, empty).shape == (0,)
     one = np.array([5], dtype=np.uint64)
     assert not maybe_repeated(one, one).any()
+
+
+def test_one_ring_never_collides() -> None:
+    """For one ``a`` (a ring), distinct ``b`` (sectors) hash apart: no extra rows within a ring."""
+    b = np.arange(0, 1 << 22, dtype=np.uint64) * 8
+    a = np.full(len(b), 281478366756864, dtype=np.uint64)
+    assert not maybe_repeated(a, b).any()
+    assert maybe_repeated(np.append(a, a[:1]), np.append(b, np.uint64(3))).sum() == 0
+    assert maybe_repeated(np.append(a, a[:1]), np.append(b, b[:1])).sum() == 2

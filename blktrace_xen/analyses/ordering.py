@@ -191,7 +191,7 @@ def _repeated_writes(io: pl.DataFrame) -> pl.DataFrame:
     """The completed writes of ``io`` that may share ring and start sector with another, in order.
 
     Only a (ring, sector) written more than once can pair up. A superset of
-    those rows comes from :func:`maybe_repeated` (hash counts, no sort): a row
+    those rows comes from :func:`maybe_repeated` (sorted 64-bit hashes): a row
     dropped has a key no other write has, so it was no row's neighbour of the
     same key below, and nothing else changes.
     """
