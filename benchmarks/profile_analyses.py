@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 import polars as pl
-from bench_analyses import generate  # the same input (Python puts this script's folder on sys.path)
+from bench_analyses import (
+    SPACING_NS,
+    generate,
+)  # the same input (Python puts this script's folder on sys.path)
 
 from blktrace_xen.analyses import RULES, btt_table, confidence, timeline
 from blktrace_xen.analyses.options import AnalysisOptions
@@ -39,8 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--rule", action="append", help="profile only these rules (repeatable)")
+    ap.add_argument("--spacing-ns", type=int, default=SPACING_NS, help="see bench_analyses")
     args = ap.parse_args()
-    streams = generate(args.requests)
+    streams = generate(args.requests, spacing_ns=args.spacing_ns)
     print(f"input generated: rss {_rss_mb():.0f} MB, peak {_peak_mb():.0f} MB")
     opts = AnalysisOptions()
     rows: list[tuple[str, float, int]] = []
