@@ -315,16 +315,7 @@ class Backend:
         budget = nr_ents
         while rc != rp and ((rc - self.rsp_prod_pvt) & MASK32) < nr_ents:
             if not budget:
-                self.violate(
-                    t_ns,
-                    "implausible-producer",
-                    None,
-                    rc,
-                    f"req_prod {rp} is {(rp - rc) & MASK32} entries past req_cons {rc}: "
-                    "the backend would consume them all; the model stops after a ring's worth",
-                    req_prod=rp,
-                    runaway=True,
-                )
+                self.runaway(t_ns, rc, rp)
                 break
             budget -= 1
             slot = rc & mask
@@ -345,14 +336,7 @@ class Backend:
                 continue
             rid = req.id
             if rid in inflight:
-                self.violate(
-                    t_ns,
-                    "duplicate-in-flight-id",
-                    rid,
-                    idx,
-                    f"id {rid} consumed at {idx} while already in flight",
-                )
-                self.overflow.append(req)
+                self.duplicate_id(t_ns, idx, req)
             else:
                 inflight[rid] = req
             if req.seq >= 0:
@@ -363,6 +347,31 @@ class Backend:
         ring.req_event = (rc + 1) & MASK32
         if self.state is not state:
             self._check(allowed, "BackConsume")
+
+    def runaway(self, t_ns: int, rc: int, rp: int) -> None:
+        """:meth:`consume` stops after a ring's worth of a bogus req_prod (at ``rc``)."""
+        self.violate(
+            t_ns,
+            "implausible-producer",
+            None,
+            rc,
+            f"req_prod {rp} is {(rp - rc) & MASK32} entries past req_cons {rc}: "
+            "the backend would consume them all; the model stops after a ring's worth",
+            req_prod=rp,
+            runaway=True,
+        )
+
+    def duplicate_id(self, t_ns: int, idx: int, req: Req) -> None:
+        """:meth:`consume` read ``req`` at ``idx`` with the id of a request in flight."""
+        rid = req.id
+        self.violate(
+            t_ns,
+            "duplicate-in-flight-id",
+            rid,
+            idx,
+            f"id {rid} consumed at {idx} while already in flight",
+        )
+        self.overflow.append(req)
 
     def _consumed(self, acts: list[Any], t_ns: int, idx: int, req: Req) -> None:
         acts.append(

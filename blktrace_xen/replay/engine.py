@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blktrace_xen.errors import FrontendProtocolError
-from blktrace_xen.model.backend import _COMPLETE_FROM_CONNECTED, S_CONNECTED, S_DRAINING, Backend
+from blktrace_xen.model.backend import (
+    _COMPLETE_FROM_CONNECTED,
+    S_CONNECTED,
+    S_DRAINING,
+    Backend,
+)
+from blktrace_xen.model.backend import (
+    _CONSUME_FROM_CONNECTED as _BACK_CONSUME_ALLOWED,
+)
 from blktrace_xen.model.disk import Data
 from blktrace_xen.model.disk_deferred import C_AK, C_AP, C_FL, C_RD, C_VR, WIDTH, DeferredDiskOracle
 from blktrace_xen.model.events import (
@@ -35,10 +43,12 @@ from blktrace_xen.model.events import (
     BackRespond,
     Violation,
 )
-from blktrace_xen.model.frontend import _CONSUME_FROM_CONNECTED, F_CONNECTED, ODD_STOP, Frontend
+from blktrace_xen.model.frontend import _CONSUME_FROM_CONNECTED as _FRONT_CONSUME_ALLOWED
+from blktrace_xen.model.frontend import F_CONNECTED, ODD_STOP, Frontend
 from blktrace_xen.model.logic import BackendLogic, FrontendLogic
 from blktrace_xen.model.logics.linux import LinuxBlkfront
 from blktrace_xen.model.ring import (
+    BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_INDIRECT,
     BLKIF_OP_READ,
     BLKIF_OP_WRITE,
@@ -395,9 +405,58 @@ def run_logic(
                     # RING_FINAL_CHECK_FOR_RESPONSES
                     ring.rsp_event = (rc + 1) & MASK32
                     if fe.state is not F_CONNECTED:  # a logic hook moved it
-                        fe._check(_CONSUME_FROM_CONNECTED)
+                        fe._check(_FRONT_CONSUME_ALLOWED)
             elif kind == K_CONSUME:
-                backends[-1].consume(t)
+                # Backend.consume for a connected backend and a plausible req_prod, with
+                # actions off (else the method itself). A capture has one per request.
+                be = backends[-1]
+                ring = be.ring
+                rp = ring.req_prod
+                nr_ents = ring.nr_ents
+                if be.state is not S_CONNECTED or ((rp - be.rsp_prod_pvt) & MASK32) > nr_ents:
+                    be.consume(t)
+                    fed += 1
+                    continue
+                rc = be.req_cons
+                inflight = be.inflight
+                by_seq = be.by_seq
+                started = be._io_started
+                slot_req = ring.slot_req
+                slot_rsp = ring.slot_rsp
+                mask = ring.mask
+                budget = nr_ents
+                while rc != rp and ((rc - be.rsp_prod_pvt) & MASK32) < nr_ents:
+                    if not budget:
+                        be.runaway(t, rc, rp)
+                        break
+                    budget -= 1
+                    at = rc & mask
+                    creq = slot_req[at]
+                    if creq is None or slot_rsp[at] is not None:
+                        creq = ring.read_request(rc)
+                    idx = rc
+                    rc = (rc + 1) & MASK32
+                    be.req_cons = rc
+                    op = creq.operation
+                    if op > BLKIF_OP_WRITE and be._reject(t, idx, creq):
+                        continue
+                    nseg = creq.nr_segments
+                    if op <= BLKIF_OP_WRITE and not 0 < nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST:
+                        be._invalid(t, idx, creq, f"op {op} with {nseg} segments")
+                        continue
+                    rid = creq.id
+                    if rid in inflight:
+                        be.duplicate_id(t, idx, creq)
+                    else:
+                        inflight[rid] = creq
+                    if creq.seq >= 0:
+                        by_seq[creq.seq] = creq
+                    if started is not None:
+                        started(be, creq, t)
+                # RING_FINAL_CHECK_FOR_REQUESTS before sleeping.
+                ring.req_event = (rc + 1) & MASK32
+                if be.state is not S_CONNECTED:
+                    be._check(_BACK_CONSUME_ALLOWED, "BackConsume")
             elif kind == K_RESPONSE:
                 op, status, idx, rid = col_a[i], col_b[i], col_c[i], col_e[i]
                 idx = -1 if idx is None else idx
