@@ -34,8 +34,11 @@ def _rings(
         clear()
 
 
-def _streams(seed: int) -> Streams:
-    """Rings with interleaved and null sessions, null indices, ties, orphans and snapshots."""
+def _streams(seed: int, *, one_session: bool = False) -> Streams:
+    """Rings with interleaved and null sessions, null indices, ties, orphans and snapshots.
+
+    ``one_session``: every event in session 0 (the summary's shortcut).
+    """
     rng = np.random.default_rng(seed)
     reqs: list[dict[str, Any]] = []
     rsps: list[dict[str, Any]] = []
@@ -47,6 +50,8 @@ def _streams(seed: int) -> Streams:
         for _ in range(int(rng.integers(0, 80))):
             t += int(rng.integers(0, 3))  # ties within and across kinds
             session = None if rng.random() < 0.05 else int(rng.integers(0, 3))
+            if one_session:
+                session = 0
             if rng.random() < 0.05:
                 idx -= int(rng.integers(1, 40))
             if rng.random() < 0.03:
@@ -88,9 +93,10 @@ def _summary(s: Streams) -> pl.DataFrame:
         clear()
 
 
+@pytest.mark.parametrize("one_session", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_event_summary_matches_polars(seed: int) -> None:
-    s = _streams(seed)
+def test_event_summary_matches_polars(seed: int, one_session: bool) -> None:
+    s = _streams(seed, one_session=one_session)
     with _rings(enabled=False):
         want = _summary(s)
     for loop_groups, chunk in ((None, None), (0, 3)):

@@ -316,6 +316,26 @@ def _summary_sorted(streams: Streams, req: pl.DataFrame, rsp: pl.DataFrame) -> p
     )
 
 
+def _one_session(req: _Side, rsp: _Side) -> int | None:
+    """The session of every event of both sides, if they all have the same (not null) one."""
+    sessions = [
+        x
+        for side in (req, rsp)
+        if len(side.session)
+        for x in (side.session.min(), side.session.max())
+    ]
+    if not sessions or min(sessions) != max(sessions) or sessions[0] < 0:
+        return None
+    return int(sessions[0])
+
+
+def _in_rings(ring: np.ndarray, rings: np.ndarray) -> Grouped:
+    """Rows already grouped by ``ring`` (ascending), as a :class:`Grouped` over ``rings``."""
+    starts = np.append(np.searchsorted(ring, rings), len(ring)).astype(np.int64)
+    codes = np.repeat(np.arange(len(rings)), np.diff(starts))
+    return Grouped(np.arange(len(ring)), codes, starts, in_order=True)
+
+
 def _last_indices(req: _Side, rsp: _Side, max_out: np.ndarray, overflow: np.ndarray) -> None:
     """Fold these rings' outstanding counts into ``max_out`` and their overflows into ``overflow``.
 
@@ -323,16 +343,28 @@ def _last_indices(req: _Side, rsp: _Side, max_out: np.ndarray, overflow: np.ndar
     response strictly before it (at equal ns a request counts first), a
     response's last request at or before it.
     """
-    q_ok, s_ok = req.session >= 0, rsp.session >= 0
-    sides = [(req, q_ok.all(), q_ok), (rsp, s_ok.all(), s_ok)]
-    cols = [
-        (side.ring, side.session, side.ns, side.idx)
-        if ok
-        else (side.ring[keep], side.session[keep], side.ns[keep], side.idx[keep])
-        for side, ok, keep in sides
-    ]
-    (q, s), pairs = group_keys([(ring << 33) | sess for ring, sess, _, _ in cols])
-    (_, _, q_ns, q_idx), (_, _, s_ns, s_idx) = cols
+    one = _one_session(req, rsp)
+    if one is not None:
+        # One session throughout (the common case): the ring sessions are the rings,
+        # whose rows are grouped already.
+        rings = np.unique(
+            np.concatenate([req.ring[:1], req.ring[-1:], rsp.ring[:1], rsp.ring[-1:]])
+        )
+        rings = np.arange(rings[0], rings[-1] + 1)
+        q, s = (_in_rings(side.ring, rings) for side in (req, rsp))
+        pairs = (rings << 33) | one
+        q_ns, q_idx, s_ns, s_idx = req.ns, req.idx, rsp.ns, rsp.idx
+    else:
+        q_ok, s_ok = req.session >= 0, rsp.session >= 0
+        sides = [(req, q_ok.all(), q_ok), (rsp, s_ok.all(), s_ok)]
+        cols = [
+            (side.ring, side.session, side.ns, side.idx)
+            if ok
+            else (side.ring[keep], side.session[keep], side.ns[keep], side.idx[keep])
+            for side, ok, keep in sides
+        ]
+        (q, s), pairs = group_keys([(ring << 33) | sess for ring, sess, _, _ in cols])
+        (_, _, q_ns, q_idx), (_, _, s_ns, s_idx) = cols
     if not q.in_order:
         q_ns, q_idx = q_ns[q.order], q_idx[q.order]
     if not s.in_order:
