@@ -123,12 +123,17 @@ def run_logic(
     frontend: str | FrontendLogic,
     verify_data: bool = True,
     complete_at_end: bool = True,
+    inline: bool = True,
 ) -> EngineResult:
     """Replay ``inp`` under one backend/frontend logic pair.
 
     ``complete_at_end``: disk I/O this logic still has in flight when the trace ends is
     completed 1 ns after the last traced event, in issue order (see
     :func:`_complete_at_end`).
+
+    ``inline=False`` sends every event through its machine's method instead of the
+    engine's copies of their common paths: the same result, slower; the tests compare
+    the two so that the copies cannot drift from the machines.
     """
     # Verdicts are read at the end, so the disk oracle may judge in bulk (same violations).
     model = Model(
@@ -215,7 +220,11 @@ def run_logic(
                 ring = sys.ring
                 idx = fe.req_prod_pvt
                 nr_ents = ring.nr_ents
-                if fe.state is not F_CONNECTED or ((idx - fe.rsp_cons) & MASK32) >= nr_ents:
+                if (
+                    not inline
+                    or fe.state is not F_CONNECTED
+                    or ((idx - fe.rsp_cons) & MASK32) >= nr_ents
+                ):
                     s = seq_box[0]
                     fe.submit_io(t, col_a[i], col_b[i], col_c[i], col_d[i], col_e[i])
                     if seq_box[0] != s:
@@ -293,7 +302,8 @@ def run_logic(
                 rid = req.id
                 inflight = be.inflight
                 if (
-                    be.state is not S_CONNECTED
+                    not inline
+                    or be.state is not S_CONNECTED
                     or not be.mapped
                     or be.after_handoff
                     or status != BLKIF_RSP_OKAY
@@ -346,7 +356,7 @@ def run_logic(
                 ring = sys.ring
                 rp = ring.rsp_prod
                 rc = fe.rsp_cons
-                if fe.state is not F_CONNECTED or ((rp - rc) & MASK32) > ring.nr_ents:
+                if not inline or fe.state is not F_CONNECTED or ((rp - rc) & MASK32) > ring.nr_ents:
                     fe.consume(t)
                     fed += 1
                     continue
@@ -413,7 +423,11 @@ def run_logic(
                 ring = be.ring
                 rp = ring.req_prod
                 nr_ents = ring.nr_ents
-                if be.state is not S_CONNECTED or ((rp - be.rsp_prod_pvt) & MASK32) > nr_ents:
+                if (
+                    not inline
+                    or be.state is not S_CONNECTED
+                    or ((rp - be.rsp_prod_pvt) & MASK32) > nr_ents
+                ):
                     be.consume(t)
                     fed += 1
                     continue
