@@ -27,7 +27,6 @@ import tempfile
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for bench_replay
 
@@ -97,19 +96,7 @@ def _inputs() -> list[tuple[str, Streams]]:
 
 
 def _digest(r: EngineResult) -> str:
-    res = r.result
-    parts: list[Any] = [
-        [repr(v) for v in res.violations],
-        sorted((k, repr(f)) for k, f in res.rings.items()),
-        repr(res.disk),
-        sorted(res.counts.items()),
-        [repr(s) for s in r.skipped],
-        sorted(r.skipped_by_reason.items()),
-        r.fed,
-        r.completed_at_end,
-        r.end_ns,
-    ]
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
+    return hashlib.sha256(repr(r.outcome()).encode()).hexdigest()
 
 
 def _run_all(inputs: list[tuple[str, Streams]], user_file: Path) -> dict[str, str]:

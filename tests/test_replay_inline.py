@@ -13,13 +13,12 @@ from __future__ import annotations
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
 
 from blktrace_xen.model.logic import LOGICS
-from blktrace_xen.replay.engine import EngineResult, run_logic
+from blktrace_xen.replay.engine import run_logic
 from blktrace_xen.replay.inputs import ReplayInput, build_input
 from blktrace_xen.replay.logics import resolve
 from blktrace_xen.streams import Streams
@@ -48,27 +47,13 @@ def _damaged(s: Streams) -> Streams:
     return assemble(requests=req, responses=rsp, control=s.control, meta=s.meta, **kept)
 
 
-def _outcome(r: EngineResult) -> list[Any]:
-    res = r.result
-    return [
-        [repr(v) for v in res.violations],
-        sorted((k, repr(f)) for k, f in res.rings.items()),
-        repr(res.disk),
-        sorted(res.counts.items()),
-        [repr(s) for s in r.skipped],
-        sorted(r.skipped_by_reason.items()),
-        r.fed,
-        r.completed_at_end,
-    ]
-
-
 def _check(inp: ReplayInput) -> int:
     violations = 0
     for back, front in PAIRS:
         for verify in (True, False):
             fast = run_logic(inp, backend=back, frontend=front, verify_data=verify)
             slow = run_logic(inp, backend=back, frontend=front, verify_data=verify, inline=False)
-            assert _outcome(fast) == _outcome(slow), (back, front, verify)
+            assert fast.outcome() == slow.outcome(), (back, front, verify)
             violations += len(fast.result.violations)
     return violations
 

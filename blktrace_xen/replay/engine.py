@@ -103,6 +103,22 @@ class EngineResult:
     completed_at_end: int = 0
     end_ns: int = 0
 
+    def outcome(self) -> list[Any]:
+        """Everything a replay decided, as plain values (timing left out): two runs that
+        must agree (before/after a change, inline or not) compare these."""
+        res = self.result
+        return [
+            [repr(v) for v in res.violations],
+            sorted((k, repr(f)) for k, f in res.rings.items()),
+            repr(res.disk),
+            sorted(res.counts.items()),
+            [repr(s) for s in self.skipped],
+            sorted(self.skipped_by_reason.items()),
+            self.fed,
+            self.completed_at_end,
+            self.end_ns,
+        ]
+
 
 def _is_reference_front(logic: FrontendLogic) -> bool:
     """Are the logic's log and retire LinuxBlkfront's (the engine inlines those)?"""
