@@ -238,6 +238,24 @@ def test_btt_table_counts_equal_streams_and_depth() -> None:
         btt_table(s, by=("nope",))
 
 
+def test_btt_rates_use_one_fixed_formula() -> None:
+    # 3 writes of 8 sectors, first issue at 0, last completion at 2027 ns: a span where
+    # the formulas polars might pick instead give another last bit (checked below), so a
+    # change of formula, or one that varies from run to run, fails here.
+    span, done, nbytes = 2027, 3, 3 * 8 * 512
+    iops, mb_s = done / (span / 1e9), nbytes / 1e6 / (span / 1e9)
+    assert iops != done * 1e9 / span and mb_s not in {nbytes * 1e3 / span, nbytes / (span * 1e-3)}
+    s = frames.streams(
+        requests=[{"ns": i, "id": i} for i in range(3)] + [{"ns": 5, "id": 0, "domid": 2}],
+        responses=[{"ns": 1000 + i, "id": i} for i in range(2)] + [{"ns": span, "id": 2}],
+    )
+    for _ in range(3):
+        t = btt_table(s, by=("domid", "vdev", "queue"))
+        assert t["iops"].to_list() == [iops, None]  # domid 2: no span, no rate
+        assert t["mb_s"].to_list() == [mb_s, None]
+        assert t["completed"].to_list() == [3, 0] and t["span_ns"].to_list() == [span, 0]
+
+
 def test_btt_depth_counts_requests_in_flight_before_the_trace() -> None:
     # Two responses to unseen requests, then one request: the dip says 2 were in flight.
     s = frames.streams(

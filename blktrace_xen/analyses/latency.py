@@ -237,6 +237,25 @@ def _ring_op_keys(code: pl.Series, uniq: np.ndarray, keys: list[str]) -> pl.Data
     )
 
 
+def _rates(grouped: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """``iops`` and ``mb_s``: completed requests and bytes per second of span (null if none).
+
+    In NumPy, one fixed formula on the aggregated integers: polars evaluated
+    ``completed / (span_ns / 1e9)`` in more than one way from run to run (the
+    last bit differed with 2 threads).
+    """
+    span = grouped["span_ns"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    secs = np.where(span > 0, span / 1e9, np.nan)  # NaN, then null: no span, no rate
+
+    def rate(name: str, per_second: np.ndarray) -> pl.Series:
+        return pl.Series(name, per_second, dtype=pl.Float64).fill_nan(None)
+
+    # Nulls come through as NaN (a null count or byte sum gives a null rate, as before).
+    completed = grouped["completed"].cast(pl.Float64).to_numpy()
+    mb = grouped["bytes"].cast(pl.Float64).to_numpy() / 1e6
+    return rate("iops", completed / secs), rate("mb_s", mb / secs)
+
+
 def btt_table(
     streams: Streams, *, by: Sequence[str] = ("domid", "vdev", "queue", "operation")
 ) -> pl.DataFrame:
@@ -301,18 +320,7 @@ def _btt_table(streams: Streams, keys: list[str]) -> pl.DataFrame:
         grouped = pl.concat(
             [_ring_op_keys(grouped["_g"], code[1], keys), grouped], how="horizontal"
         )
-    table = (
-        grouped.lazy()
-        .drop("_g", strict=False)
-        .with_columns(
-            pl.when(pl.col("span_ns") > 0)
-            .then(pl.col("completed") / (pl.col("span_ns") / 1e9))
-            .alias("iops"),
-            pl.when(pl.col("span_ns") > 0)
-            .then(pl.col("bytes") / 1e6 / (pl.col("span_ns") / 1e9))
-            .alias("mb_s"),
-        )
-    )
+    table = grouped.drop("_g", strict=False).with_columns(*_rates(grouped)).lazy()
     depth = _depth(streams, keys)
     if depth is not None:
         table = table.join(depth, on=keys, how="left", nulls_equal=True)
