@@ -4,7 +4,9 @@ Frames are generated vectorised with numpy: 64 rings, ids recycled from 32
 per ring, latencies of 0.2-2 ms, requests 2.1 ms apart on a ring (so by
 default no ring completes out of order: ``--spacing-ns 500000`` makes them
 reorder), 1 % reads, one snapshot per 64 requests per ring. Reports wall time of generation (not
-counted), run_rules and btt_table; run under ``/usr/bin/time -v`` for peak RSS:
+counted) and of the analyses: ``analyze`` (run_rules and btt_table sharing
+what both derive, as the CLI runs them), or with ``--separate`` the two
+calls alone and each timed; run under ``/usr/bin/time -v`` for peak RSS:
 
     /usr/bin/time -v python benchmarks/bench_analyses.py --requests 10000000
 """
@@ -18,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from blktrace_xen import schema
-from blktrace_xen.analyses import btt_table, run_rules, summarize
+from blktrace_xen.analyses import analyze, btt_table, run_rules, summarize
 from blktrace_xen.streams import Streams
 
 RINGS = 64
@@ -146,24 +148,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--spacing-ns", type=int, default=SPACING_NS)
+    ap.add_argument(
+        "--separate", action="store_true", help="run_rules then btt_table, each alone and timed"
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     streams = generate(args.requests, spacing_ns=args.spacing_ns)
     t1, c1 = time.perf_counter(), time.process_time()
-    findings = run_rules(streams)
-    t2, c2 = time.perf_counter(), time.process_time()
-    table = btt_table(streams)
+    if args.separate:
+        findings = run_rules(streams)
+        t2, c2 = time.perf_counter(), time.process_time()
+        table = btt_table(streams)
+    else:
+        findings, table = analyze(streams)
+        t2, c2 = t1, c1
     t3, c3 = time.perf_counter(), time.process_time()
     print(
         f"requests={streams.requests.height} responses={streams.responses.height} "
         f"snapshots={streams.snapshots.height}"
     )
-    print(
-        f"generate {t1 - t0:.2f} s; run_rules {t2 - t1:.2f} s; btt_table {t3 - t2:.2f} s; "
-        f"analyses total {t3 - t1:.2f} s"
-    )
     # CPU time (all threads) tells more than wall time when other jobs share the cores.
-    print(f"cpu: run_rules {c2 - c1:.2f} s; btt_table {c3 - c2:.2f} s; analyses {c3 - c1:.2f} s")
+    if args.separate:
+        print(
+            f"generate {t1 - t0:.2f} s; run_rules {t2 - t1:.2f} s; btt_table {t3 - t2:.2f} s; "
+            f"analyses total {t3 - t1:.2f} s"
+        )
+        print(
+            f"cpu: run_rules {c2 - c1:.2f} s; btt_table {c3 - c2:.2f} s; analyses {c3 - c1:.2f} s"
+        )
+    else:
+        print(f"generate {t1 - t0:.2f} s; analyze: analyses total {t3 - t1:.2f} s")
+        print(f"cpu: analyses {c3 - c1:.2f} s")
     print(
         f"findings {summarize(findings)['by_rule']}; btt rows {table.height}, "
         f"count {table['count'].sum()}"

@@ -15,7 +15,9 @@ two runs does not show up as a difference in the analyses:
 Compare runs every input three times: as is; with the batch sizes of the
 batched passes cut to a few rows and analyses/rings.py's packed search, so
 those paths are exercised at this size; and with rings.py off, so the polars
-formulation kept for inputs with nulls is checked too.
+formulation kept for inputs with nulls is checked too. Each of the three
+runs both ways: run_rules and btt_table called alone, and ``analyze`` (one
+call sharing what both derive).
 Keep the baseline outside the repository. Exit status 1 names every input whose
 findings or btt table differ.
 """
@@ -23,6 +25,7 @@ findings or btt table differ.
 from __future__ import annotations
 
 import argparse
+import itertools
 import pickle
 import sys
 import tempfile
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fra
 
 from bench_analyses import generate
 
-from blktrace_xen.analyses import batches, btt_table, rings, run_rules
+from blktrace_xen.analyses import analyze, batches, btt_table, rings, run_rules
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.load import load_streams
 from blktrace_xen.synth.scenarios import SCENARIOS, synthesize
@@ -156,7 +159,10 @@ def _saved_or_new(mode: str, baseline: Path, work: Path) -> Iterator[tuple[str, 
         yield path.name.removesuffix(".streams.pickle"), streams
 
 
-def _results(streams: Streams) -> dict[str, pl.DataFrame]:
+def _results(streams: Streams, *, together: bool = False) -> dict[str, pl.DataFrame]:
+    if together:
+        findings, btt = analyze(streams)
+        return {"findings": findings, "btt": btt}
     return {"findings": run_rules(streams), "btt": btt_table(streams)}
 
 
@@ -202,12 +208,12 @@ def main() -> None:
                 for part, frame in _results(streams).items():
                     frame.write_parquet(args.baseline / f"{name}.{part}.parquet")
                 continue
-            for mode in MODES:
+            for mode, together in itertools.product(MODES, (False, True)):
                 with _mode(mode):
-                    results = _results(streams)
+                    results = _results(streams, together=together)
                 for part, frame in results.items():
                     path = args.baseline / f"{name}.{part}.parquet"
-                    label = f"{name} {part}{mode}"
+                    label = f"{name} {part}{mode}{' (analyze)' if together else ''}"
                     saved = pl.read_parquet(path)
                     if frame.schema == saved.schema and frame.equals(saved):
                         continue

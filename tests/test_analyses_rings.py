@@ -11,8 +11,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from blktrace_xen.analyses import RULES, AnalysisOptions, btt_table, indices, rings
+from blktrace_xen.analyses import (
+    RULES,
+    AnalysisOptions,
+    analyze,
+    btt_table,
+    indices,
+    rings,
+    run_rules,
+    timeline,
+)
 from blktrace_xen.analyses.timeline import clear
+from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
 from tests import frames
 
@@ -217,3 +227,51 @@ def test_chunks_cover_every_group_once() -> None:
     assert ranges[0][0] == 0 and ranges[-1][1] == 5
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     assert all(g.starts[hi] - g.starts[lo] <= 3 or hi == lo + 1 for lo, hi in ranges)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_analyze_equals_the_two_calls_and_groups_once(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = _streams(seed)
+    built: list[int] = []
+    of = rings.RingGroups.of
+
+    def counted(req: pl.DataFrame, rsp: pl.DataFrame) -> rings.RingGroups:
+        built.append(req.height)
+        return of(req, rsp)
+
+    monkeypatch.setattr(rings.RingGroups, "of", counted)
+    alone = run_rules(s), btt_table(s)
+    assert len(built) == 2  # the index summary and btt's depth, each its own
+    for chunk in (None, 7):
+        built.clear()
+        with _rings(chunk=chunk):
+            both = analyze(s)
+        assert len(built) == 1
+        assert not timeline._cache and not timeline._owner  # nothing outlives the call
+        for a, b in zip(alone, both, strict=True):
+            assert a.equals(b)
+
+
+def test_analyze_scope_does_not_nest_and_errors_before_work() -> None:
+    s = _streams(1)
+    with timeline.shared(s), pytest.raises(RuntimeError):
+        analyze(s)
+    assert not timeline._cache and not timeline._scope
+    with pytest.raises(ModelUsageError, match="no-such-rule"):
+        analyze(s, rules=["no-such-rule"])
+
+
+def test_ring_groups_code_only_known_rings() -> None:
+    req = frames.make_requests([{"ns": 1, "id": 1, "domid": 3}, {"ns": 2, "id": 2, "domid": 1}])
+    rsp = frames.make_responses([{"ns": 3, "id": 1, "domid": 3}])
+    g = rings.RingGroups.of(req, rsp)
+    assert g.req.order.tolist() == [1, 0] and g.rsp.order.tolist() == [0]
+    codes = g.codes_of(rings.ring_keys(rsp))
+    assert codes is not None and codes.tolist() == [1]
+    other = frames.make_responses([{"ns": 3, "id": 1, "domid": 2}])
+    assert g.codes_of(rings.ring_keys(other)) is None
+    empty = rings.RingGroups.of(req.clear(), rsp.clear())
+    assert empty.codes_of(rings.ring_keys(rsp)) is None
+    assert empty.codes_of(rings.ring_keys(rsp.clear())) is not None

@@ -1,6 +1,6 @@
 """Rule families over the stream frames: frames in, findings out.
 
-Public API: :data:`RULES` (the catalogue), :func:`run_rules`,
+Public API: :data:`RULES` (the catalogue), :func:`run_rules`, :func:`analyze`,
 :func:`btt_table`, :func:`summarize` and :class:`AnalysisOptions`. Importing
 this package imports every family module, which registers its rules.
 """
@@ -19,6 +19,6 @@ from blktrace_xen.analyses import (  # noqa: F401  (importing a family registers
 from blktrace_xen.analyses.latency import btt_table
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import RULES, Rule
-from blktrace_xen.analyses.run import run_rules, summarize
+from blktrace_xen.analyses.run import analyze, run_rules, summarize
 
-__all__ = ["RULES", "AnalysisOptions", "Rule", "btt_table", "run_rules", "summarize"]
+__all__ = ["RULES", "AnalysisOptions", "Rule", "analyze", "btt_table", "run_rules", "summarize"]

@@ -29,12 +29,10 @@ from blktrace_xen.analyses.rings import (
     Grouped,
     chunks,
     count_before,
-    dense_codes,
     group_keys,
-    ring_keys,
     usable,
 )
-from blktrace_xen.analyses.timeline import REQ, RSP, cached, requests, responses
+from blktrace_xen.analyses.timeline import REQ, RSP, cached, events_by_ring, requests, responses
 from blktrace_xen.streams import Streams
 
 
@@ -283,15 +281,15 @@ def _summary_sorted(streams: Streams, req: pl.DataFrame, rsp: pl.DataFrame) -> p
     session (a null session matches nothing, as in the as-of join). A few
     rings at a time (see :func:`chunks`).
     """
-    (cq, cs), uniq = dense_codes([ring_keys(req), ring_keys(rsp)])
+    groups = events_by_ring(streams)
+    q, s, uniq = groups.req, groups.rsp, groups.uniq
+    del groups
     nrings = len(uniq)
     snapped = np.zeros(nrings, dtype=bool)
     if streams.snapshots.height and nrings:
         keys = streams.snapshots.select(ring_key().alias("k")).unique()["k"].drop_nulls().to_numpy()
         at = np.searchsorted(uniq, keys).clip(max=nrings - 1)
         snapped[at[uniq[at] == keys]] = True
-    q, s = Grouped.of(cq, nrings), Grouped.of(cs, nrings)
-    del cq, cs
     q_cols, s_cols = _columns(req), _columns(rsp)
     present = np.zeros(nrings, dtype=bool)
     regressed = np.zeros(nrings, dtype=bool)

@@ -20,7 +20,14 @@ from blktrace_xen.analyses.rings import (
     ring_keys,
     usable,
 )
-from blktrace_xen.analyses.timeline import clear, effective_op, paired, requests, responses
+from blktrace_xen.analyses.timeline import (
+    done,
+    effective_op,
+    events_by_ring,
+    paired,
+    requests,
+    responses,
+)
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.streams import Streams
 
@@ -66,7 +73,7 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
     if orphans.height:
         orphans = orphans.sort("ns", maintain_order=True)
     if usable((req, rsp, orphans), [*RING, "ns"]):
-        return _depth_sorted(req, rsp, orphans, by).lazy()
+        return _depth_sorted(streams, req, rsp, orphans, by).lazy()
     # Every depth is per ring: when the groups split by ring too, a few rings at a
     # time give the same groups without holding every request's counts at once.
     batches = ring_batches([req, rsp]) if set(RING) <= set(by) else None
@@ -78,7 +85,7 @@ def _depth(streams: Streams, by: list[str]) -> pl.LazyFrame | None:
 
 
 def _depth_sorted(
-    req: pl.DataFrame, rsp: pl.DataFrame, orphans: pl.DataFrame, by: list[str]
+    streams: Streams, req: pl.DataFrame, rsp: pl.DataFrame, orphans: pl.DataFrame, by: list[str]
 ) -> pl.DataFrame:
     """:func:`_depth_of`'s groups from sorted NumPy arrays (no null ring key or ns).
 
@@ -87,9 +94,17 @@ def _depth_sorted(
     found by one search over the ring-grouped arrays instead of a window
     and an as-of join per frame. A few rings at a time (see :func:`chunks`).
     """
-    (cq, cs, co), uniq = dense_codes([ring_keys(req), ring_keys(rsp), ring_keys(orphans)])
-    q, s, o = (Grouped.of(c, len(uniq)) for c in (cq, cs, co))
-    del cq, cs, co
+    groups = events_by_ring(streams)
+    co = groups.codes_of(ring_keys(orphans))
+    if co is None:  # an orphan of a ring with no event: code the three together
+        (cq, cs, co), uniq = dense_codes([ring_keys(req), ring_keys(rsp), ring_keys(orphans)])
+        q, s = Grouped.of(cq, len(uniq)), Grouped.of(cs, len(uniq))
+        del cq, cs
+    else:
+        q, s, uniq = groups.req, groups.rsp, groups.uniq
+    del groups
+    o = Grouped.of(co, len(uniq))
+    del co
     ns = [f["ns"].to_numpy() for f in (req, rsp, orphans)]
     orphans_total = np.diff(o.starts)
 
@@ -256,9 +271,10 @@ def _rates(grouped: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     return rate("iops", completed / secs), rate("mb_s", mb / secs)
 
 
-def btt_table(
-    streams: Streams, *, by: Sequence[str] = ("domid", "vdev", "queue", "operation")
-) -> pl.DataFrame:
+BTT_BY = ("domid", "vdev", "queue", "operation")
+
+
+def btt_table(streams: Streams, *, by: Sequence[str] = BTT_BY) -> pl.DataFrame:
     """One row per group of ``io`` (by ring and op by default), like btt's summary tables.
 
     Columns: the ``by`` keys, ``count`` (requests, equal to the streams'),
@@ -273,7 +289,7 @@ def btt_table(
     try:
         return _btt_table(streams, list(by))
     finally:
-        clear()
+        done()
 
 
 def _btt_table(streams: Streams, keys: list[str]) -> pl.DataFrame:

@@ -126,6 +126,33 @@ class Grouped:
         return np.arange(len(self.codes), dtype=np.int64) - self.starts[self.codes]
 
 
+@dataclass(frozen=True, slots=True)
+class RingGroups:
+    """Requests and responses grouped by ring (codes shared by both), and the ring keys."""
+
+    req: Grouped
+    rsp: Grouped
+    uniq: npt.NDArray[np.uint64]
+
+    @classmethod
+    def of(cls, req: pl.DataFrame, rsp: pl.DataFrame) -> RingGroups:
+        """Of time-ordered frames with no null ring key (see :func:`usable`)."""
+        (cq, cs), uniq = dense_codes([ring_keys(req), ring_keys(rsp)])
+        q = Grouped.of(cq, len(uniq))
+        del cq
+        return cls(q, Grouped.of(cs, len(uniq)), uniq)
+
+    def codes_of(self, keys: npt.NDArray[np.uint64]) -> Codes | None:
+        """The codes of these ring keys, or None if one is not among ``uniq``."""
+        if not len(self.uniq):
+            return None if len(keys) else np.empty(0, dtype=self.req.codes.dtype)
+        at = np.searchsorted(self.uniq, keys).clip(max=len(self.uniq) - 1)
+        if not (self.uniq[at] == keys).all():
+            return None
+        codes: Codes = at.astype(self.req.codes.dtype)
+        return codes
+
+
 def group_keys(keys: Sequence[I64]) -> tuple[list[Grouped], I64]:
     """A :class:`Grouped` of each array of int64 ``keys``, with codes shared by all, and the keys.
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.analyses import confidence, timeline
+from blktrace_xen.analyses.latency import BTT_BY, btt_table
 from blktrace_xen.analyses.options import AnalysisOptions
 from blktrace_xen.analyses.registry import RULES, severity_rank
 from blktrace_xen.errors import ModelUsageError
@@ -51,8 +52,8 @@ def run_rules(
     try:
         parts = [RULES[r].fn(streams, opts).lazy().collect() for r in selected]
     finally:
-        # The frames the rules shared are not kept past the run.
-        timeline.clear()
+        # The frames the rules shared are not kept past the run (or past analyze's).
+        timeline.done()
     found = pl.concat(parts, how="vertical") if parts else schema.empty("findings")
     rank = severity_rank(min_severity)
     found = found.filter(pl.col("severity").to_physical() >= rank)
@@ -66,6 +67,28 @@ def run_rules(
         .sort(keys, nulls_last=True)
         .drop("_rank")
     )
+
+
+def analyze(
+    streams: Streams,
+    *,
+    rules: Sequence[str] | None = None,
+    min_severity: str = "info",
+    options: AnalysisOptions | None = None,
+    by: Sequence[str] = BTT_BY,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(run_rules(...), btt_table(streams, by=by))``, equal to those two calls.
+
+    What both derive from ``streams`` (the time-ordered frames, the requests
+    and responses grouped by ring) is computed once, and dropped on return.
+    """
+    _check(rules, min_severity)
+    with timeline.shared(streams):
+        # btt first: its ring grouping then goes to the index summary (the third
+        # rule) instead of being held through every rule until btt.
+        table = btt_table(streams, by=by)
+        findings = run_rules(streams, rules=rules, min_severity=min_severity, options=options)
+    return findings, table
 
 
 def summarize(findings: pl.DataFrame) -> dict[str, Any]:

@@ -8,18 +8,22 @@ calls :func:`~blktrace_xen.streams.pairing.pair` itself only for a
 
 Derived frames are computed once per :class:`Streams` and held for the last
 one only (keyed by identity); :func:`clear` drops them and ``run_rules`` /
-``btt_table`` call it when done, so nothing outlives an analysis run.
+``btt_table`` call :func:`done` when finished, so nothing outlives an analysis
+run. Inside :func:`shared` (``analyze`` runs both there) they are kept until
+the block ends, and a value both use is built once (see :func:`handed_over`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import polars as pl
 
 from blktrace_xen import schema
 from blktrace_xen.analyses.emit import ring_key
+from blktrace_xen.analyses.rings import RingGroups
 from blktrace_xen.streams import Streams
 from blktrace_xen.streams.pairing import effective_op, pair
 
@@ -44,9 +48,47 @@ def cached(streams: Streams, name: str, build: Callable[[], T]) -> T:
 
 
 def clear() -> None:
-    """Drop every derived frame (run_rules and btt_table call this when done)."""
+    """Drop every derived frame."""
     _owner.clear()
     _cache.clear()
+
+
+_scope: list[Streams] = []
+
+
+@contextmanager
+def shared(streams: Streams) -> Iterator[None]:
+    """Keep ``streams``' derived frames across the analyses run inside; drop them at the end."""
+    if _scope:
+        raise RuntimeError("analyses: shared() does not nest")
+    clear()
+    _scope.append(streams)
+    try:
+        yield
+    finally:
+        _scope.clear()
+        clear()
+
+
+def done() -> None:
+    """An analysis run finished: drop the derived frames, unless inside :func:`shared`."""
+    if not _scope:
+        clear()
+
+
+def handed_over(streams: Streams, name: str, build: Callable[[], T]) -> T:
+    """``build()`` for two users inside :func:`shared`: the first keeps it, the second takes it.
+
+    Each user asks once per run (the index summary and btt's queue depth ask
+    for the ring grouping). Outside :func:`shared` nothing is kept, so a large
+    value lives no longer than its one user; inside, no longer than the second.
+    """
+    if not _scope or _scope[0] is not streams:
+        return build()
+    if name in _cache and _owner and _owner[0] is streams:
+        value: T = _cache.pop(name)
+        return value
+    return cached(streams, name, build)
 
 
 def _in_time_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -84,6 +126,17 @@ def requests(streams: Streams) -> pl.DataFrame:
 def responses(streams: Streams) -> pl.DataFrame:
     """The responses in time order."""
     return cached(streams, "responses", lambda: _in_time_order(streams.responses))
+
+
+def events_by_ring(streams: Streams) -> RingGroups:
+    """:func:`requests` and :func:`responses` grouped by ring (no null ring key: ``usable``).
+
+    The index summary and btt's queue depth both group them; inside
+    :func:`shared` that is done once.
+    """
+    return handed_over(
+        streams, "events_by_ring", lambda: RingGroups.of(requests(streams), responses(streams))
+    )
 
 
 def timeline(streams: Streams) -> pl.LazyFrame:

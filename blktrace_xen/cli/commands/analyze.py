@@ -109,7 +109,8 @@ def analyze(  # noqa: PLR0917  (typer maps parameters to options)
     traceback: TracebackOption = False,
 ) -> None:
     """Find blkif protocol violations and summarise latency per ring and op."""
-    from blktrace_xen.analyses import AnalysisOptions, btt_table, run_rules, summarize
+    from blktrace_xen.analyses import AnalysisOptions, summarize
+    from blktrace_xen.analyses import analyze as analyze_streams
     from blktrace_xen.errors import ModelUsageError
     from blktrace_xen.schema import SEVERITIES
     from blktrace_xen.streams.load import load_streams
@@ -126,8 +127,9 @@ def analyze(  # noqa: PLR0917  (typer maps parameters to options)
             AnalysisOptions() if stall_ms is None else AnalysisOptions(stall_ns=int(stall_ms * 1e6))
         )
         selected = None if rules is None else [r.strip() for r in rules.split(",") if r.strip()]
-        findings = run_rules(streams, rules=selected, min_severity=min_severity, options=options)
-        btt = btt_table(streams)
+        findings, btt = analyze_streams(
+            streams, rules=selected, min_severity=min_severity, options=options
+        )
         summary = summarize(findings)
         if json_out:
             print_json({"findings": findings.to_dicts(), "summary": summary, "btt": btt.to_dicts()})
