@@ -67,3 +67,15 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "error:" in res.stderr
     res = runner.invoke(app, ["analyze", str(tmp_path / "missing.bin")])
     assert res.exit_code == 1 and res.stderr.startswith("error:")
+
+
+def test_a_stock_trace_without_ring_events_is_said_so(realxen: Path, tmp_path: Path) -> None:
+    # The real Xen 4.17.7 dump holds scheduler and grant events but no blkif ring events:
+    # empty tables must not pass for a healthy ring.
+    dump = str(realxen / "steady" / "trace-all.bin")
+    res = runner.invoke(app, ["analyze", dump, "--cpu-mhz", "2596.125", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["btt"] == []
+    assert "no blkif requests or responses in the inputs" in res.stderr
+    with_traffic = runner.invoke(app, ["analyze", str(_bad_folder(tmp_path)), "--json"])
+    assert "no blkif requests" not in with_traffic.stderr

@@ -123,6 +123,14 @@ def analyze(  # noqa: PLR0917  (typer maps parameters to options)
         streams = load_streams(files, cpu_mhz=cpu_mhz)
         if streams.meta.get("cpu_mhz_default") and streams.meta.get("t0_tsc") is not None:
             warn("no --cpu-mhz given: TSC converted at 2400 MHz, times may be off")
+        if streams.requests.height == 0 and streams.responses.height == 0:
+            # A stock xentrace dump has no ring events: say so rather than print empty tables
+            # that read as "healthy".
+            warn(
+                "no blkif requests or responses in the inputs (a stock Xen trace carries none): "
+                "add a ring capture (docs/ringcap.md) or trace an instrumented backend "
+                "(docs/instrumenting.md); only the control and grant rules had data"
+            )
         options = (
             AnalysisOptions() if stall_ms is None else AnalysisOptions(stall_ns=int(stall_ms * 1e6))
         )
