@@ -21,7 +21,7 @@ def run_demo(out: Path, scenario: str = SCENARIO, seed: int = 0) -> dict[str, An
     Returns what was written and found (the ``--json`` shape): ``files`` by role,
     ``findings`` (summary), ``replay`` (verdicts by logic), ``seconds`` per stage.
     """
-    from blktrace_xen.analyses import btt_table, run_rules, summarize
+    from blktrace_xen.analyses import analyze, summarize
     from blktrace_xen.replay import replay
     from blktrace_xen.report import assemble, write_report
     from blktrace_xen.streams.load import load_streams
@@ -47,9 +47,8 @@ def run_demo(out: Path, scenario: str = SCENARIO, seed: int = 0) -> dict[str, An
     streams_dir = out / "streams"
     write_streams(streams, streams_dir)
     lap("ingest")
-    findings = run_rules(streams)
+    findings, btt = analyze(streams)
     summary = summarize(findings)
-    btt = btt_table(streams)
     findings_json = out / "findings.json"
     findings_json.write_text(
         json.dumps(

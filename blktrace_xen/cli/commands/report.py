@@ -79,12 +79,11 @@ def report(
 ) -> None:
     """Write an offline HTML incident report (and optionally a Markdown summary)."""
     with handle_errors(traceback):
-        from blktrace_xen.analyses import btt_table, run_rules
+        from blktrace_xen.analyses import analyze
         from blktrace_xen.report import assemble, write_report
 
         streams = _load(files, cpu_mhz)
-        findings = run_rules(streams)
-        btt = btt_table(streams)
+        findings, btt = analyze(streams)
         logics = [x.strip() for x in (replay or "").split(",") if x.strip()]
         data = assemble(
             streams,
