@@ -500,7 +500,7 @@ class Backend:
                 dlog = sys.disk_log
                 if dlog is not None:
                     # DeferredDiskOracle.read, inlined (hot path): the data is a token.
-                    data = (len(dlog) // WIDTH,)
+                    data = (sys.deferred.base + len(dlog) // WIDTH,)  # type: ignore[union-attr]
                     dlog += (C_RD, -1, req.sector_number, req.nr_sectors, 0)
                 elif sys.disk is not None:
                     data = sys.disk.read(req.sector_number, req.nr_sectors)

@@ -23,10 +23,16 @@ Log records: 5 ints each, ``(code, seq, sector, nr_sectors, aux)``; ``aux`` is a
 verification's token (below), else 0. Apply and verify records also append their
 violation context to ``ctx``. A read's :data:`~blktrace_xen.model.disk.Data` is a *token*:
 the 1-tuple ``(record number of the read,)``, meaningful only to the oracle that made it.
+
+The records before :attr:`DeferredDiskOracle.log` are kept as numpy chunks (``base`` of
+them): replay's bulk windows (:mod:`blktrace_xen.replay.bulk`) add theirs as arrays, with
+their contexts built only if a violation needs one, so a record number is
+``base + len(log) // WIDTH``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -92,12 +98,30 @@ class DeferredDiskOracle(DiskOracle):
     filled only when the log has to be replayed (see the module doc).
     """
 
-    __slots__ = ("_counts", "_ctx_upto", "_found", "_tokens", "_upto", "ctx", "log")
+    __slots__ = (
+        "_counts",
+        "_ctx_upto",
+        "_found",
+        "_tokens",
+        "_upto",
+        "base",
+        "chunks",
+        "ctx",
+        "lazy_ctx",
+        "log",
+        "sealable",
+    )
 
     def __init__(self) -> None:
         super().__init__()
-        self.log: list[int] = []
-        self.ctx: list[Ctx] = []
+        self.log: list[int] = []  # records base, base + 1, ...: 5 ints each
+        self.base = 0  # records held in chunks
+        self.chunks: list[np.ndarray] = []  # (n, WIDTH) int64 arrays: records 0 .. base - 1
+        self.sealable = True  # False once the log held an int no int64 can
+        # None: built on demand by the lazy_ctx entry (first rank, end rank, builder)
+        # that covers its rank (see add_chunk).
+        self.ctx: list[Ctx | None] = []
+        self.lazy_ctx: list[tuple[int, int, Callable[[int], Ctx]]] = []
         self._upto = 0  # records replayed through the step oracle so far
         self._ctx_upto = 0
         self._found: list[_Found] = []
@@ -114,7 +138,7 @@ class DeferredDiskOracle(DiskOracle):
 
     def read(self, sector: int, nr_sectors: int) -> Data:
         log = self.log
-        token = (len(log) // WIDTH,)
+        token = (self.base + len(log) // WIDTH,)
         log += (C_RD, -1, sector, nr_sectors, 0)
         return token
 
@@ -142,15 +166,69 @@ class DeferredDiskOracle(DiskOracle):
     ) -> list[DiskProblem]:
         raise NotImplementedError("deferred mode: the model logs reads back with log_verify()")
 
+    # ------------------------------------------------------------------ chunks
+
+    def seal(self) -> bool:
+        """Move :attr:`log` into a numpy chunk (False, and nothing moved, where it holds
+        an int no int64 can: the log then stays a list for good)."""
+        log = self.log
+        if not log:
+            return True
+        if not self.sealable:
+            return False
+        try:
+            flat = np.fromiter(log, dtype=np.int64, count=len(log))
+        except OverflowError:
+            self.sealable = False
+            return False
+        self.chunks.append(flat.reshape(-1, WIDTH))
+        self.base += len(log) // WIDTH
+        del log[:]  # in place: the hot paths hold this very list
+        return True
+
+    def add_chunk(self, records: np.ndarray, n_ctx: int, ctx_of: Callable[[int], Ctx]) -> bool:
+        """Append ``records`` ((n, WIDTH) int64) after everything logged so far, with the
+        contexts of its ``n_ctx`` apply and verify records built on demand by
+        ``ctx_of(k)`` (k-th of them). False, and nothing added, where the log cannot be
+        sealed."""
+        if not self.seal():
+            return False
+        self.chunks.append(records)
+        self.base += len(records)
+        ctx = self.ctx
+        if n_ctx:
+            self.lazy_ctx.append((len(ctx), len(ctx) + n_ctx, ctx_of))
+            ctx += [None] * n_ctx
+        return True
+
+    def records(self) -> list[int]:
+        """Every record so far, flat (slow: for the step replay)."""
+        out: list[int] = []
+        for chunk in self.chunks:
+            out += chunk.ravel().tolist()
+        return out + self.log
+
+    def context(self, k: int) -> Ctx:
+        """The context of the ``k``-th apply or verify record."""
+        c = self.ctx[k]
+        if c is None:
+            for first, end, build in self.lazy_ctx:
+                if first <= k < end:
+                    c = self.ctx[k] = build(k - first)
+                    break
+            else:  # pragma: no cover - add_chunk registers every placeholder
+                raise AssertionError(f"no context for record {k}")
+        return c
+
     # ------------------------------------------------------------ step replay
 
     def _catch_up(self) -> None:
         """Replay the records not yet replayed through the step oracle."""
-        log = self.log
-        ctx = self.ctx
+        log = self.records() if self.chunks else self.log
         found = self._found
         tokens = self._tokens
         k = self._ctx_upto
+        context = self.context
         for i in range(self._upto, len(log) // WIDTH):
             code, seq, sector, nr, aux = log[i * WIDTH : (i + 1) * WIDTH]
             if code == C_IW:
@@ -158,7 +236,7 @@ class DeferredDiskOracle(DiskOracle):
             elif code == C_IR:
                 DiskOracle.issue_read(self, seq, sector, nr)
             elif code == C_AP:
-                c = ctx[k]
+                c = context(k)
                 k += 1
                 for p in DiskOracle.apply_write(self, seq, sector, nr):
                     found.append(_Found(c[4], i, _apply_violation(c, p)))
@@ -169,7 +247,7 @@ class DeferredDiskOracle(DiskOracle):
             elif code == C_FL:
                 DiskOracle.fail_write(self, seq)
             else:
-                c = ctx[k]
+                c = context(k)
                 k += 1
                 data = tokens.get(aux) if aux >= 0 else None
                 for p in DiskOracle.verify_read(self, seq, sector, nr, data):
@@ -209,11 +287,23 @@ class DeferredDiskOracle(DiskOracle):
 
     # ------------------------------------------------------------------ judging
 
+    def _all_records(self) -> np.ndarray | None:
+        """Every record as one (n, WIDTH) int64 array; None where one does not fit."""
+        log = self.log
+        try:
+            # fromiter converts a list of ints about a quarter faster than np.array.
+            tail = np.fromiter(log, dtype=np.int64, count=len(log)).reshape(-1, WIDTH)
+        except OverflowError:
+            return None
+        if not self.chunks:
+            return tail
+        return np.concatenate([*self.chunks, tail])
+
     def finish(self, violations: list[Violation]) -> list[DiskProblem]:
         """Judge the log: put the run's problems into ``violations`` (in place, where the
         step mode would have appended them) and return the end-of-run problems, as
         :meth:`DiskOracle.final_check` does."""
-        bulk = None if self._upto else _judge_bulk(self.log, self.ctx)
+        bulk = None if self._upto else _judge_bulk(self._all_records(), self.context)
         if bulk is None:
             final = self.final_check()
             found = self._found
@@ -290,19 +380,15 @@ def _unique(values: np.ndarray, size: int) -> bool:
 
 
 def _judge_bulk(
-    log: list[int], ctx: list[Ctx]
+    records: np.ndarray | None, context: Callable[[int], Ctx]
 ) -> tuple[list[_Found], list[DiskProblem], tuple[int, int, int, int]] | None:
     """The log judged with numpy, or None where the bulk pass's assumptions fail."""
-    n_rec = len(log) // WIDTH
+    if records is None:
+        return None
+    n_rec = len(records)
     if n_rec == 0:
         return [], [], (0, 0, 0, 0)
-    try:
-        # fromiter converts a list of ints about a quarter faster than np.array.
-        flat = np.fromiter(log, dtype=np.int64, count=n_rec * WIDTH)
-        rec = flat.reshape(n_rec, WIDTH).T.copy()
-    except OverflowError:
-        return None
-    code, seq, sector, nr, aux = rec
+    code, seq, sector, nr, aux = records.T.copy()
     # (Ack and fail records carry sector 0 and 0 sectors, so they pass as they are.)
     if ((sector | nr) & (BLOCK - 1)).any() or (sector < 0).any():
         return None
@@ -394,7 +480,7 @@ def _judge_bulk(
     def ctx_of(i: int) -> Ctx:
         if not with_ctx:
             with_ctx.append(np.flatnonzero((code == C_AP) | (code == C_VR)))
-        return ctx[int(np.searchsorted(with_ctx[0], i))]
+        return context(int(np.searchsorted(with_ctx[0], i)))
 
     found: list[_Found] = []
 

@@ -76,7 +76,7 @@ class RingSystem:
         # input would cost as much as the logging).
         self.deferred = disk if isinstance(disk, DeferredDiskOracle) else None
         self.disk_log: list[int] | None = self.deferred.log if self.deferred is not None else None
-        self.disk_ctx: list[Ctx] = self.deferred.ctx if self.deferred is not None else []
+        self.disk_ctx: list[Ctx | None] = self.deferred.ctx if self.deferred is not None else []
         self.actions = actions
         self.violations = violations
         self.seq = seq  # shared submission counter: [next seq]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import polars as pl
@@ -50,6 +50,9 @@ from blktrace_xen.model.events import (
     Unbind,
 )
 from blktrace_xen.streams import Streams
+
+if TYPE_CHECKING:
+    from blktrace_xen.replay.bulk_plan import Plan
 
 RING: Final = list(schema.RING_KEY)
 
@@ -134,6 +137,16 @@ class ReplayInput:
     counts: dict[str, int] = field(default_factory=dict)
     _events: list[InputEvent | None] | None = field(default=None, repr=False)
     _args: list[tuple[Any, ...]] | None = field(default=None, repr=False)
+    _plan: Plan | None = field(default=None, repr=False)
+
+    def bulk_plan(self) -> Plan:
+        """The input's steady windows (:class:`~blktrace_xen.replay.bulk_plan.Plan`),
+        found on first use and shared by every logic."""
+        if self._plan is None:
+            from blktrace_xen.replay.bulk_plan import build_plan
+
+            self._plan = build_plan(self)
+        return self._plan
 
     @property
     def args(self) -> list[tuple[Any, ...]]:
