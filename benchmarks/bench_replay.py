@@ -55,9 +55,7 @@ def all_pairings() -> list[tuple[str, str]]:
     return out
 
 
-def steady(
-    ios: int, batch: int, seed: int = 1, rings: int = 1, round_ns: int = 200_000
-) -> Streams:
+def steady(ios: int, batch: int, seed: int = 1, rings: int = 1, round_ns: int = 200_000) -> Streams:
     """``ios`` I/Os split over ``rings`` rings (domids 1..), whose rows interleave; a burst
     of ``batch`` every ``round_ns``."""
     rng = np.random.default_rng(seed)
