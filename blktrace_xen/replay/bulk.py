@@ -20,18 +20,23 @@ engine replays the rows one by one; ``tests/test_replay_bulk.py`` compares both 
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from blktrace_xen.errors import FrontendProtocolError
 from blktrace_xen.model.backend import S_CONNECTED
 from blktrace_xen.model.disk_deferred import Ctx, DeferredDiskOracle
 from blktrace_xen.model.frontend import F_CONNECTED
 from blktrace_xen.model.logic import FrontendLogic
 from blktrace_xen.model.logics.linux import LinuxBlkfront
+from blktrace_xen.model.logics.xbd2006 import Xbd2006NoRecovery, Xbd2006RecoveryAsPosted
+from blktrace_xen.model.logics.xbdback2005 import XbdbackRefcount
 from blktrace_xen.model.ring import MASK32, Req
 
 if TYPE_CHECKING:
+    from blktrace_xen.model.backend import Backend
     from blktrace_xen.model.events import RingKey
     from blktrace_xen.model.system import Model, RingSystem
     from blktrace_xen.replay.bulk_plan import Template
@@ -42,6 +47,39 @@ def is_reference_front(logic: FrontendLogic) -> bool:
     return all(
         getattr(getattr(logic, name, None), "__func__", None) is getattr(LinuxBlkfront, name)
         for name in ("log", "retire")
+    )
+
+
+# Frontend logics whose log and retire a window runs as they are, in the traced order
+# (their ids are their own, not the trace's), their state saved first and put back if
+# they refuse: NetBSD xbd's (own pointers, own recovery ring).
+_OWN_IDS = {
+    (Xbd2006NoRecovery.log, Xbd2006NoRecovery.retire),
+    (Xbd2006RecoveryAsPosted.log, Xbd2006RecoveryAsPosted.retire),
+}
+
+
+def _own_ids(logic: FrontendLogic) -> bool:
+    log = getattr(getattr(logic, "log", None), "__func__", None)
+    retire = getattr(getattr(logic, "retire", None), "__func__", None)
+    return (log, retire) in _OWN_IDS and hasattr(logic, "__dict__")
+
+
+def _hooks_cancel(be: Backend) -> bool:
+    """Do the backend's per-I/O hooks leave nothing behind over a window (every I/O
+    started in it is done in it)? None, or xbdback's reference per I/O (xbdi_get at the
+    start, xbdi_put at the end) while the instance holds its own, so the count never
+    reaches 0 inside the window."""
+    started, done = be._io_started, be._io_done
+    if started is None and done is None:
+        return True
+    logic = type(be.logic)
+    return (
+        getattr(started, "__func__", None) is XbdbackRefcount.io_started
+        and getattr(done, "__func__", None) is XbdbackRefcount.io_done
+        and getattr(logic, "_put", None) is XbdbackRefcount._put
+        and be.refcnt >= 1
+        and be.sys.actions is None
     )
 
 
@@ -57,9 +95,12 @@ def ready(model: Model, keys: list[RingKey]) -> bool:
 
 def _ready(sys: RingSystem) -> bool:
     fe = sys.frontend
-    if fe.state is not F_CONNECTED or fe.outstanding or not is_reference_front(fe.logic):
+    if fe.state is not F_CONNECTED or fe.outstanding or sys.actions is not None:
         return False
-    if getattr(fe.logic, "shadow", None):
+    if is_reference_front(fe.logic):
+        if getattr(fe.logic, "shadow", None):
+            return False
+    elif not _own_ids(fe.logic):
         return False
     backends = sys.backends
     if not backends:
@@ -72,8 +113,7 @@ def _ready(sys: RingSystem) -> bool:
         or not be.mapped
         or be.after_handoff
         or be.ring is not ring
-        or be._io_started is not None
-        or be._io_done is not None
+        or not _hooks_cancel(be)
     ):
         return False
     if not (idx == ring.rsp_prod == fe.req_prod_pvt == fe.rsp_cons == be.req_cons):
@@ -85,18 +125,35 @@ def _ready(sys: RingSystem) -> bool:
 
 def apply(model: Model, tpl: Template) -> bool:
     """Replay the window ``tpl`` under ``model``'s logic; False (nothing changed) where
-    a ring is too small for the window or the oracle's log cannot take a chunk."""
+    a ring is too small for the window, a frontend logic refuses a request or hands out
+    an id still in use, or the oracle's log cannot take a chunk."""
     rings = [model.rings[part.key] for part in tpl.parts]
     if any(part.max_depth > sys.ring.nr_ents for part, sys in zip(tpl.parts, rings, strict=True)):
         return False
+    seq0 = model.seq[0]
+    # The ids the frontend gives the window's requests: the traced ones (Linux's
+    # bookkeeping takes the id it is asked for), or what the logic's log hands out.
+    rid = tpl.s_id
+    made: dict[int, Req] = {}
+    saved: list[tuple[FrontendLogic, dict[str, object]]] = []
+    for p, sys in enumerate(rings):
+        logic = sys.frontend.logic
+        if is_reference_front(logic):
+            continue
+        if rid is tpl.s_id:
+            rid = tpl.s_id.copy()
+        saved.append((logic, copy.deepcopy(vars(logic))))
+        if not _run_own_ids(sys, tpl, p, seq0=seq0, rid=rid, made=made):
+            _restore(saved)
+            return False
     oracle = model.disk if isinstance(model.disk, DeferredDiskOracle) else None
     if oracle is not None and not oracle.seal():
+        _restore(saved)
         return False
-    seq0 = model.seq[0]
     base = oracle.base if oracle is not None else 0
     starts: list[int] = []
     instances: list[int] = []
-    s_id, s_op, s_sector, s_nr, s_nseg = tpl.s_id, tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
+    s_op, s_sector, s_nr, s_nseg = tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
     c_sub, c_rank, rd_pos = tpl.c_sub, tpl.c_rank, tpl.rd_pos
     for part, sys in zip(tpl.parts, rings, strict=True):
         ring = sys.ring
@@ -115,20 +172,24 @@ def apply(model: Model, tpl: Template) -> bool:
         first = max(subs.size - n, 0)
         for rank, w in enumerate(subs[first:].tolist(), start=first):
             at = (start + rank) & mask
-            slot_req[at] = Req(
-                int(s_id[w]),
-                int(s_op[w]),
-                int(s_sector[w]),
-                int(s_nr[w]),
-                int(s_nseg[w]),
-                seq0 + w,
-                0,
-            )
+            req = made.get(w)
+            if req is None:
+                req = Req(
+                    int(rid[w]),
+                    int(s_op[w]),
+                    int(s_sector[w]),
+                    int(s_nr[w]),
+                    int(s_nseg[w]),
+                    seq0 + w,
+                    0,
+                )
+            slot_req[at] = req
             slot_rsp[at] = None
         for c in part.cmps[max(part.cmps.size - n, 0) :].tolist():
-            op = int(s_op[c_sub[c]])
+            w = int(c_sub[c])
+            op = int(s_op[w])
             data = (base + int(rd_pos[c]),) if oracle is not None and op == 0 else None
-            slot_rsp[(start + int(c_rank[c])) & mask] = (int(s_id[c_sub[c]]), op, 0, data)
+            slot_rsp[(start + int(c_rank[c])) & mask] = (int(rid[w]), op, 0, data)
         end = (start + subs.size) & MASK32
         ring.req_prod = ring.rsp_prod = end
         fe.req_prod_pvt = fe.rsp_cons = end
@@ -137,8 +198,12 @@ def apply(model: Model, tpl: Template) -> bool:
             ring.req_event = (start + part.req_event) & MASK32
         if part.rsp_event is not None:
             ring.rsp_event = (start + part.rsp_event) & MASK32
-        fe.logic.free.extend(part.retired_ids)  # type: ignore[attr-defined]
-        fe.answered.update(part.submitted_ids)
+        if is_reference_front(fe.logic):
+            # LinuxBlkfront.retire puts each id back on its free list.
+            fe.logic.free.extend(part.retired_ids)  # type: ignore[attr-defined]
+            fe.answered.update(part.submitted_ids)
+        else:
+            fe.answered.update(rid[subs].tolist())
     model.seq[0] = seq0 + tpl.n_sub
     if oracle is not None:
         records = tpl.records.copy()
@@ -146,15 +211,66 @@ def apply(model: Model, tpl: Template) -> bool:
         records[tpl.token_rows, 4] += base
         n_violations = len(model.violations)
         keys = [part.key for part in tpl.parts]
-        t, ring_of, rid = tpl.ctx_t, tpl.ctx_ring, tpl.ctx_id
+        t, ring_of, sub_of = tpl.ctx_t, tpl.ctx_ring, tpl.ctx_sub
         verify, rsp_rank = tpl.ctx_is_verify, tpl.ctx_rank
+        ids = rid
 
         def ctx_of(k: int) -> Ctx:
             r = int(ring_of[k])
             where = (starts[r] + int(rsp_rank[k])) & MASK32 if verify[k] else instances[r]
-            return (int(t[k]), keys[r], int(rid[k]), where, n_violations)
+            return (int(t[k]), keys[r], int(ids[sub_of[k]]), where, n_violations)
 
         oracle.add_chunk(records, int(np.size(t)), ctx_of)
+    return True
+
+
+def _restore(saved: list[tuple[FrontendLogic, dict[str, object]]]) -> None:
+    for logic, state in saved:
+        vars(logic).clear()
+        vars(logic).update(state)
+
+
+def _run_own_ids(
+    sys: RingSystem, tpl: Template, p: int, *, seq0: int, rid: np.ndarray, made: dict[int, Req]
+) -> bool:
+    """Run the frontend logic's log and retire for ring ``p`` of the window, in the
+    traced order, as the event path calls them; ``rid[w]`` becomes the id request ``w``
+    got. False where the logic refused a request or handed out an id still in use."""
+    fe = sys.frontend
+    logic = fe.logic
+    log, retire = logic.log, logic.retire
+    ops = tpl.rec_op[tpl.rec_part == p].tolist()
+    n_sub = tpl.n_sub
+    s_id, s_op, s_sector, s_nr, s_nseg = tpl.s_id, tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
+    c_sub = tpl.c_sub
+    held: set[int] = set()
+    try:
+        for op in ops:
+            if op >= n_sub:
+                continue  # a completion's record: nothing for the frontend
+            if op >= 0:
+                req = Req(
+                    0,
+                    int(s_op[op]),
+                    int(s_sector[op]),
+                    int(s_nr[op]),
+                    int(s_nseg[op]),
+                    seq0 + op,
+                    0,
+                )
+                got = log(fe, req, int(s_id[op]))
+                if got in held:
+                    return False
+                held.add(got)
+                req.id = got
+                rid[op] = got
+                made[op] = req
+            else:
+                got = int(rid[c_sub[-1 - op]])
+                held.discard(got)
+                retire(fe, got)
+    except (FrontendProtocolError, OverflowError):
+        return False
     return True
 
 

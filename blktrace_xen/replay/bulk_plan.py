@@ -26,14 +26,20 @@ the window's queue depth) is checked when a logic reaches the window.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import polars as pl
 
 from blktrace_xen.model.disk_deferred import C_AK, C_AP, C_RD, C_VR, WIDTH
 from blktrace_xen.model.ring import BLKIF_MAX_SEGMENTS_PER_REQUEST, IO_READ, IO_WRITE
-from blktrace_xen.replay.inputs import K_COMPLETE, K_CONSUME, K_FRONT_CONSUME, K_SUBMIT
+from blktrace_xen.replay.inputs import (
+    K_COMPLETE,
+    K_CONSUME,
+    K_FRONT_CONSUME,
+    K_SUBMIT,
+    MISSING,
+)
 
 if TYPE_CHECKING:
     from blktrace_xen.model.events import RingKey
@@ -42,7 +48,6 @@ if TYPE_CHECKING:
 # A window shorter than this is replayed event by event: setting one up costs about as
 # much as replaying a few hundred events.
 MIN_WINDOW_ROWS: Final = 512
-_MISSING: Final = -(1 << 62)
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class Template:
     ctx_t: np.ndarray  # per apply/verify record: time
     ctx_ring: np.ndarray  # index into parts
     ctx_id: np.ndarray
+    ctx_sub: np.ndarray  # the submit (window number) the context's request came from
     ctx_is_verify: np.ndarray  # bool: verify (aux: response index) or apply (backend)
     ctx_rank: np.ndarray  # verify: completion rank in its ring
     parts: list[RingPart]
@@ -84,6 +90,11 @@ class Template:
     c_sub: np.ndarray  # which submit it completes
     c_rank: np.ndarray  # its response's index in its ring, relative
     rd_pos: np.ndarray  # record number (relative) of its apply or backend read
+    # In record order: each record's ring (index into parts) and its submit or completion
+    # (window number; -1 - completion for a response's record): the order in which a
+    # frontend logic's log and retire run.
+    rec_part: np.ndarray
+    rec_op: np.ndarray
 
 
 @dataclass(slots=True)
@@ -110,8 +121,30 @@ class Plan:
         return tpl
 
 
-def _int_column(values: list[object], dtype: pl.DataType) -> np.ndarray:
-    return pl.Series(values=values, dtype=dtype, strict=False).fill_null(_MISSING).to_numpy()
+def _arrays(inp: ReplayInput) -> dict[str, Any]:
+    """:attr:`ReplayInput._arrays` from the lists, for an input not made by build_input."""
+    n = len(inp.kinds)
+    # The input's ring keys are shared objects: code them by identity.
+    uniq, ring = np.unique(
+        np.fromiter(map(id, inp.rings), dtype=np.uint64, count=n), return_inverse=True
+    )
+    first = np.full(uniq.size, -1, dtype=np.int64)
+    first[ring[::-1]] = np.arange(n)[::-1]
+    e = pl.Series(values=inp.cols[4], dtype=pl.UInt64, strict=False)
+
+    def column(j: int) -> pl.Series:
+        return pl.Series(values=inp.cols[j], dtype=pl.Int64, strict=False).fill_null(MISSING)
+
+    return {
+        "kind": np.fromiter(inp.kinds, dtype=np.int64, count=n),
+        "ring": ring.astype(np.int64),
+        "keys": [inp.rings[int(i)] for i in first],
+        "t": np.fromiter(inp.times, dtype=np.int64, count=n),
+        "ref": np.fromiter(inp.refs, dtype=np.int64, count=n),
+        **{name: column(j).to_numpy() for j, name in enumerate("abcd")},
+        "e": e.fill_null(0).to_numpy(),
+        "e_ok": e.is_not_null().to_numpy(),
+    }
 
 
 def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
@@ -120,7 +153,8 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     empty = Plan(windows=[], rows=n, min_rows=min_rows)
     if n < min_rows:
         return empty
-    kind = np.fromiter(inp.kinds, dtype=np.int64, count=n)
+    arr = inp._arrays if inp._arrays is not None else _arrays(inp)
+    kind = arr["kind"]
     is_sub = kind == K_SUBMIT
     is_con = kind == K_CONSUME
     is_cmp = kind == K_COMPLETE
@@ -128,17 +162,11 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     plain = is_sub | is_con | is_cmp | is_fc
     if int(plain.sum()) < min_rows:
         return empty
-    code_of: dict[RingKey, int] = {}
-    ring = np.fromiter(
-        (code_of.setdefault(k, len(code_of)) for k in inp.rings), dtype=np.int64, count=n
-    )
-    keys = list(code_of)
-    ref = np.fromiter(inp.refs, dtype=np.int64, count=n)
-    a, b, c, d = (_int_column(inp.cols[j], pl.Int64()) for j in range(4))
-    e_raw = pl.Series(values=inp.cols[4], dtype=pl.UInt64, strict=False)
+    ring, keys, ref = arr["ring"], arr["keys"], arr["ref"]
+    a, b, c, d = arr["a"], arr["b"], arr["c"], arr["d"]
     # Ids at or past 2**63 (never in a real trace) take the event-by-event path.
-    e_ok = (e_raw.is_not_null() & (e_raw < (1 << 63))).to_numpy()
-    e = e_raw.fill_null(0).to_numpy().astype(np.int64)
+    e_ok = arr["e_ok"] & (arr["e"] < np.uint64(1 << 63))
+    e = arr["e"].astype(np.int64)
 
     # Per-ring running counts, on the rows sorted by ring (stable: time order kept).
     order = np.argsort(ring, kind="stable")
@@ -259,7 +287,7 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
         plan._cols = {
             "kind": kind,
             "ring": ring,
-            "t": np.fromiter(inp.times, dtype=np.int64, count=n),
+            "t": arr["t"],
             "op": a,
             "sector": b,
             "nr": c,
@@ -373,6 +401,7 @@ def _template(plan: Plan, start: int, end: int) -> Template:
         ctx_t=cols["t"][ctx_row],
         ctx_ring=part_of[c_ring[ctx_cmp]],
         ctx_id=c_id[ctx_cmp],
+        ctx_sub=c_sub[ctx_cmp],
         ctx_is_verify=ctx_vr,
         ctx_rank=c_rank[ctx_cmp],
         parts=parts,
@@ -384,6 +413,8 @@ def _template(plan: Plan, start: int, end: int) -> Template:
         c_sub=c_sub,
         c_rank=c_rank,
         rd_pos=rd_pos,
+        rec_part=part_of[np.r_[s_ring, c_ring, c_ring][rord]],
+        rec_op=np.r_[np.arange(n_sub), np.full(cmp.size, n_sub), -1 - np.arange(cmp.size)][rord],
     )
 
 

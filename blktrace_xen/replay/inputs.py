@@ -71,6 +71,7 @@ _MUTABLE: Final = ("operation", "sector_number", "nr_sectors", "nr_segments", "i
 # Sector numbers at or past 2**62 lie beyond any disk (512 B * 2**62 is 2 ZiB) and would
 # overflow the model's i64 sector arithmetic (sector + nr_sectors): treated as unknown.
 _MAX_SECTOR: Final = 1 << 62
+MISSING: Final = -(1 << 62)  # a null in ReplayInput._arrays' int64 columns
 
 # control kind -> model input; xenbus_state, ring_map/unmap, ref_get/put, disconnect_done
 # and shutdown_done are what a *logic* does, so replay lets each logic redo them.
@@ -138,6 +139,10 @@ class ReplayInput:
     _events: list[InputEvent | None] | None = field(default=None, repr=False)
     _args: list[tuple[Any, ...]] | None = field(default=None, repr=False)
     _plan: Plan | None = field(default=None, repr=False)
+    # The columns as numpy arrays, kept by build_input for the plan (which otherwise
+    # converts the lists): kind, ring (code), t, a, b, c, d, ref (int64, null: -2**62),
+    # e (uint64, null: 0) and e_ok (not null); keys: the key object of each ring code.
+    _arrays: dict[str, Any] | None = field(default=None, repr=False)
 
     def bulk_plan(self) -> Plan:
         """The input's steady windows (:class:`~blktrace_xen.replay.bulk_plan.Plan`),
@@ -706,7 +711,7 @@ def _objects(tl: pl.DataFrame) -> ReplayInput:
     refs = tl.select(pl.when(kind.is_in([K_SUBMIT, K_COMPLETE])).then(pl.col("ref")).otherwise(-1))[
         :, 0
     ]
-    return ReplayInput(
+    inp = ReplayInput(
         kinds=tl["kind"].to_list(),
         refs=refs.to_list(),
         cols=tuple(tl[c].to_list() for c in ("a", "b", "c", "d", "e", "idx", "ref")),
@@ -714,6 +719,17 @@ def _objects(tl: pl.DataFrame) -> ReplayInput:
         rings=rings,
         ring_params={},
     )
+    inp._arrays = {
+        "kind": tl["kind"].cast(pl.Int64).to_numpy(),
+        "ring": codes.to_numpy(),
+        "keys": keys,
+        "t": tl["t"].to_numpy(),
+        "ref": refs.cast(pl.Int64).to_numpy(),
+        **{c: tl[c].fill_null(MISSING).to_numpy() for c in ("a", "b", "c", "d")},
+        "e": tl["e"].fill_null(0).to_numpy(),
+        "e_ok": tl["e"].is_not_null().to_numpy(),
+    }
+    return inp
 
 
 def _hostile(streams: Streams, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
