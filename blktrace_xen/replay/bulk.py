@@ -118,7 +118,7 @@ def _ready(sys: RingSystem) -> bool:
         return False
     if not (idx == ring.rsp_prod == fe.req_prod_pvt == fe.rsp_cons == be.req_cons):
         return False
-    if be.rsp_prod_pvt != idx:
+    if be.rsp_prod_pvt != idx:  # (a connected backend with nothing in flight: a guard)
         return False
     return all(not (x.by_seq or x.inflight or x.overflow) for x in backends)
 
@@ -239,38 +239,53 @@ def _run_own_ids(
     fe = sys.frontend
     logic = fe.logic
     log, retire = logic.log, logic.retire
-    ops = tpl.rec_op[tpl.rec_part == p].tolist()
     n_sub = tpl.n_sub
-    s_id, s_op, s_sector, s_nr, s_nseg = tpl.s_id, tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
-    c_sub = tpl.c_sub
-    held: set[int] = set()
+    # The frontend's part of the window's records: a submit (>= 0) or a response (< 0).
+    ops = tpl.rec_op[(tpl.rec_part == p) & (tpl.rec_op < n_sub)]
+    # Python lists: a numpy scalar per field and I/O cost more than the calls themselves.
+    s_id, s_op, s_sector, s_nr, s_nseg = (
+        x.tolist() for x in (tpl.s_id, tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg)
+    )
+    c_sub = tpl.c_sub.tolist()
+    got_of: dict[int, int] = {}
+    new = object.__new__
     try:
-        for op in ops:
-            if op >= n_sub:
-                continue  # a completion's record: nothing for the frontend
+        for op in ops.tolist():
             if op >= 0:
-                req = Req(
-                    0,
-                    int(s_op[op]),
-                    int(s_sector[op]),
-                    int(s_nr[op]),
-                    int(s_nseg[op]),
-                    seq0 + op,
-                    0,
-                )
-                got = log(fe, req, int(s_id[op]))
-                if got in held:
-                    return False
-                held.add(got)
+                # Req(0, op, sector, sectors, segments, seq, 0) without the __init__ call.
+                req = new(Req)
+                req.id = 0
+                req.operation = s_op[op]
+                req.sector_number = s_sector[op]
+                req.nr_sectors = s_nr[op]
+                req.nr_segments = s_nseg[op]
+                req.seq = seq0 + op
+                req.version = 0
+                req.garbage = False
+                req.indirect_op = None
+                got = log(fe, req, s_id[op])
                 req.id = got
-                rid[op] = got
+                got_of[op] = got
                 made[op] = req
             else:
-                got = int(rid[c_sub[-1 - op]])
-                held.discard(got)
-                retire(fe, got)
-    except (FrontendProtocolError, OverflowError):
+                retire(fe, got_of[c_sub[-1 - op]])
+    except (FrontendProtocolError, OverflowError, KeyError):
         return False
+    if not got_of:
+        return True
+    # An id handed out while its previous request was still outstanding: the event path
+    # reports it (reused id), so the window is not for bulk.
+    w = np.fromiter(got_of, dtype=np.int64, count=len(got_of))
+    ids = np.fromiter(got_of.values(), dtype=np.int64, count=len(got_of))
+    at = np.empty(n_sub, dtype=np.int64)
+    at[ops[ops >= 0]] = np.flatnonzero(ops >= 0)
+    done = np.empty(n_sub, dtype=np.int64)
+    done[tpl.c_sub[-1 - ops[ops < 0]]] = np.flatnonzero(ops < 0)
+    order = np.lexsort((at[w], ids))
+    same = ids[order][1:] == ids[order][:-1]
+    if (same & (done[w[order]][:-1] > at[w[order]][1:])).any():
+        return False
+    rid[w] = ids
     return True
 
 

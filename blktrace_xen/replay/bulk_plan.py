@@ -235,7 +235,7 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     c_subc = np.maximum(c_sub, 0)
     c_ok = good_cmp_ref & (c_sub >= 0) & (n_sub_of[cr] == 1) & (n_cmp_of[cr] == 1)
     c_ok &= (b[cmp_rows] == 0) & (ring[c_subc] == ring[cmp_rows])
-    c_ok &= seg[c_subc] == seg[cmp_rows]
+    c_ok &= seg[c_subc] == seg[cmp_rows]  # (follows from the idle ends; kept as a guard)
     c_ok &= rank_u[c_subc] < consumed_u[cmp_rows]
     ok[cmp_rows] = c_ok
 
