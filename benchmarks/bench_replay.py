@@ -104,7 +104,7 @@ def _one_ring(
             "ns": t_req,
             "consumed_ns": consumed,
             "idx": idx,
-            "id": pos.astype(np.uint64),
+            "id": (k % 32).astype(np.uint64),  # unique among what is outstanding
             "operation": ops,
             "nr_segments": np.ones(ios, np.uint16),
             "sector_number": (rng.integers(0, 1 << 20, ios) * 8).astype(np.uint64),
@@ -118,7 +118,7 @@ def _one_ring(
             "ns": t_rsp[order],
             "consumed_ns": t_rsp_cons[order],
             "idx": idx,  # responses take ring slots in completion order
-            "id": pos[order].astype(np.uint64),
+            "id": (k % 32)[order].astype(np.uint64),
             "operation": ops[order],
             "status": np.zeros(ios, np.int16),
         }
