@@ -57,3 +57,21 @@ def test_missing_input_is_one_line_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["replay", str(tmp_path / "nope.xt"), "--logic", LEGACY])
     assert res.exit_code == 1
     assert res.output.strip().startswith("error: ") and "nope.xt" in res.output
+
+
+def test_event_by_event_gives_the_same_verdicts_and_says_what_ran_in_bulk() -> None:
+    trace = str(Path(__file__).resolve().parent.parent / "replays" / "steady" / "trace.xentrace")
+    args = ["replay", trace, "--logic", "linux-default", "--logic", "xbd-2006-recovery-fixed"]
+    out = []
+    for extra in ([], ["--event-by-event"]):
+        res = runner.invoke(app, [*args, *extra, "--json"])
+        assert res.exit_code == 0, res.output
+        out.append(json.loads(res.output)["verdicts"])
+    bulk, slow = out
+    for fast_v, slow_v in zip(bulk, slow, strict=True):
+        # The steady trace is one window for both logics; --event-by-event runs none.
+        assert fast_v.pop("events_in_bulk") == fast_v["events"] > 1000
+        assert slow_v.pop("events_in_bulk") == 0
+        fast_v.pop("elapsed_s")
+        slow_v.pop("elapsed_s")
+        assert fast_v == slow_v

@@ -105,6 +105,7 @@ class EngineResult:
     elapsed_s: float = 0.0
     completed_at_end: int = 0
     end_ns: int = 0
+    bulk_events: int = 0  # of ``fed``: replayed in steady windows (replay.bulk)
 
     def outcome(self) -> list[Any]:
         """Everything a replay decided, as plain values (timing left out): two runs that
@@ -217,6 +218,7 @@ def run_logic(
     # rows where a window may start, with its end and its rings.
     stops = _stops(inp) if bulk and inline else []
     plan = inp.bulk_plan() if stops else None
+    bulk_events = 0
     n_rows = len(kinds)
     pos = 0
     next_stop = 0
@@ -535,6 +537,7 @@ def run_logic(
             and bulk_apply(model, plan.template(stop, w_end))
         ):
             fed += w_end - stop
+            bulk_events += w_end - stop
             pos = w_end
             if isinstance(disk, DeferredDiskOracle):
                 dbase = disk.base
@@ -552,6 +555,7 @@ def run_logic(
         elapsed_s=time.perf_counter() - t0,
         completed_at_end=at_end,
         end_ns=end_ns,
+        bulk_events=bulk_events,
     )
 
 

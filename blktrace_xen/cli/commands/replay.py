@@ -68,6 +68,14 @@ def replay(
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
+    event_by_event: Annotated[
+        bool,
+        typer.Option(
+            "--event-by-event",
+            help="replay the steady stretches one event at a time too (slower, the same "
+            "verdicts: a check on the bulk replay, docs/replay.md)",
+        ),
+    ] = False,
     cpu_mhz: CpuMhzOption = None,
     traceback: TracebackOption = False,
 ) -> None:
@@ -75,7 +83,7 @@ def replay(
     with handle_errors(traceback):
         from blktrace_xen.replay import replay_paths
 
-        result = replay_paths(files, logic, cpu_mhz=cpu_mhz)
+        result = replay_paths(files, logic, cpu_mhz=cpu_mhz, bulk=not event_by_event)
         if json_out:
             print_json(result.to_dict())
         else:
