@@ -143,7 +143,9 @@ def apply(model: Model, tpl: Template) -> bool:
         if rid is tpl.s_id:
             rid = tpl.s_id.copy()
         saved.append((logic, copy.deepcopy(vars(logic))))
-        if not _run_own_ids(sys, tpl, p, seq0=seq0, rid=rid, made=made):
+        # Only the requests the slots keep at the end need to outlive the run.
+        kept = set(tpl.parts[p].subs[-sys.ring.nr_ents :].tolist())
+        if not _run_own_ids(sys, tpl, p, seq0=seq0, rid=rid, made=made, kept=kept):
             _restore(saved)
             return False
     oracle = model.disk if isinstance(model.disk, DeferredDiskOracle) else None
@@ -231,11 +233,19 @@ def _restore(saved: list[tuple[FrontendLogic, dict[str, object]]]) -> None:
 
 
 def _run_own_ids(
-    sys: RingSystem, tpl: Template, p: int, *, seq0: int, rid: np.ndarray, made: dict[int, Req]
+    sys: RingSystem,
+    tpl: Template,
+    p: int,
+    *,
+    seq0: int,
+    rid: np.ndarray,
+    made: dict[int, Req],
+    kept: set[int],
 ) -> bool:
     """Run the frontend logic's log and retire for ring ``p`` of the window, in the
     traced order, as the event path calls them; ``rid[w]`` becomes the id request ``w``
-    got. False where the logic refused a request or handed out an id still in use."""
+    got, and ``made[w]`` the request object, for ``w`` in ``kept``. False where the logic
+    refused a request or handed out an id still in use."""
     fe = sys.frontend
     logic = fe.logic
     log, retire = logic.log, logic.retire
@@ -266,7 +276,8 @@ def _run_own_ids(
                 got = log(fe, req, s_id[op])
                 req.id = got
                 got_of[op] = got
-                made[op] = req
+                if op in kept:
+                    made[op] = req
             else:
                 retire(fe, got_of[c_sub[-1 - op]])
     except (FrontendProtocolError, OverflowError, KeyError):
