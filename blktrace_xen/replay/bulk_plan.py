@@ -168,37 +168,44 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     e_ok = arr["e_ok"] & (arr["e"] < np.uint64(1 << 63))
     e = arr["e"].astype(np.int64)
 
-    # Per-ring running counts, on the rows sorted by ring (stable: time order kept).
-    order = np.argsort(ring, kind="stable")
-    g = ring[order]
+    # Per-ring running counts, on the rows sorted by ring (stable: time order kept); one
+    # ring (the common case) is sorted already.
+    order = None if int(ring.min()) == int(ring.max()) else np.argsort(ring, kind="stable")
+
+    def srt(x: np.ndarray) -> np.ndarray:
+        return x if order is None else x[order]
+
+    def unsort(x: np.ndarray) -> np.ndarray:
+        if order is None:
+            return x
+        out = np.empty_like(x)
+        out[order] = x
+        return out
+
+    g = srt(ring)
     first = np.r_[True, g[1:] != g[:-1]]
-    s_cum = np.cumsum(is_sub[order])
-    c_cum = np.cumsum(is_cmp[order])
-    s_base = np.maximum.accumulate(np.where(first, s_cum - is_sub[order], 0))
-    c_base = np.maximum.accumulate(np.where(first, c_cum - is_cmp[order], 0))
+    sub_s, cmp_s = srt(is_sub), srt(is_cmp)
+    s_cum = np.cumsum(sub_s)
+    c_cum = np.cumsum(cmp_s)
+    s_base = np.maximum.accumulate(np.where(first, s_cum - sub_s, 0))
+    c_base = np.maximum.accumulate(np.where(first, c_cum - cmp_s, 0))
 
     def last_value(at: np.ndarray, cum: np.ndarray, base: np.ndarray) -> np.ndarray:
         """``cum`` at the ring's last row in ``at`` up to each row (base before any)."""
-        return np.maximum.accumulate(np.where(at[order] | first, np.where(at[order], cum, base), 0))
+        at_s = srt(at)
+        return np.maximum.accumulate(np.where(at_s | first, np.where(at_s, cum, base), 0))
 
     consumed = last_value(is_con, s_cum, s_base) - s_base  # requests consumed, per ring
     retired = last_value(is_fc, c_cum, c_base) - c_base  # responses consumed
     submitted = s_cum - s_base
     rank = submitted - 1  # a submit's number in its ring
 
-    def unsort(x: np.ndarray) -> np.ndarray:
-        out = np.empty_like(x)
-        out[order] = x
-        return out
-
     rank_u, consumed_u, retired_u = unsort(rank), unsort(consumed), unsort(retired)
 
     # Idle after a row: for every ring, everything submitted has been consumed back.
     busy = (submitted != retired).astype(np.int64)
     flip = busy - np.where(first, 0, np.r_[0, busy[:-1]])
-    delta = np.empty(n, dtype=np.int64)
-    delta[order] = flip
-    idle = np.cumsum(delta) == 0
+    idle = np.cumsum(unsort(flip)) == 0
     seg = np.r_[0, np.cumsum(idle)[:-1]]
 
     ok = plain.copy()
@@ -240,14 +247,14 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     ok[cmp_rows] = c_ok
 
     # The frontend consume that retires each completion: its ring's next one.
-    fc_sorted = np.where(is_fc[order], np.arange(n), n)
+    fc_sorted = np.where(srt(is_fc), np.arange(n), n)
     nxt = np.minimum.accumulate(fc_sorted[::-1])[::-1]  # sorted position of next fc
-    pos_of = np.empty(n, dtype=np.int64)
-    pos_of[order] = np.arange(n)
+    pos_of = unsort(np.arange(n))
     nxt_c = nxt[pos_of[cmp_rows]]
+    nxt_at = np.minimum(nxt_c, n - 1)
     retire = np.where(
-        (nxt_c < n) & (g[np.minimum(nxt_c, n - 1)] == ring[cmp_rows]),
-        order[np.minimum(nxt_c, n - 1)],
+        (nxt_c < n) & (g[nxt_at] == ring[cmp_rows]),
+        nxt_at if order is None else order[nxt_at],
         n,
     )
     retire_of = np.full(n_ref, n, dtype=np.int64)

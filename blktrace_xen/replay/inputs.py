@@ -151,6 +151,7 @@ class ReplayInput:
             from blktrace_xen.replay.bulk_plan import build_plan
 
             self._plan = build_plan(self)
+            self._arrays = None  # the plan keeps what it needs of them
         return self._plan
 
     @property
