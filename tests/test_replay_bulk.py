@@ -478,17 +478,18 @@ def test_a_window_a_frontend_logic_refuses_changes_nothing(front: str, corrupt: 
 def test_real_xen_ring_captures_take_windows_and_agree(
     scenario: str, name: str, realxen: Path, tmp_path: Path, windows_applied: list[int]
 ) -> None:
-    # Linux 6.1 blkfront/blkback on Xen 4.17.7, polled at 333 Hz: many requests are seen
-    # only through their response (no extent: not plain), yet most of the traffic lies in
-    # stretches the plan takes, and replaying them in bulk changes nothing.
+    # Linux 6.1 blkfront/blkback on Xen 4.17.7, polled at 333 Hz: a snapshot often shows
+    # a response and the next request with its id at once, so in the trace's order the id
+    # is reused before its answer is consumed. The whole capture is plain traffic all
+    # the same; the window runs Linux's own id bookkeeping, and changes nothing.
     pcap = tmp_path / "ring.pcapng"
     rxring_to_pcapng(realxen / scenario / name, pcap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inp = build_input(load_streams([pcap]))
     plan = build_plan(inp, min_rows=8)
-    covered = sum(end - start for start, end, _ in plan.windows)
-    assert 0.4 < covered / len(inp.kinds) < 1
+    assert [w[:2] for w in plan.windows] == [(0, len(inp.kinds))]
+    assert plan.template(0, len(inp.kinds)).reuses_ids
     inp._plan = plan
     compare(inp, SOME_PAIRS)
     assert windows_applied[0] > 0

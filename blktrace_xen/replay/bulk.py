@@ -136,13 +136,18 @@ def apply(model: Model, tpl: Template) -> bool:
     rid = tpl.s_id
     made: dict[int, Req] = {}
     saved: list[tuple[FrontendLogic, dict[str, object]]] = []
+    own: set[int] = set()  # rings whose frontend logic runs its own log and retire
     for p, sys in enumerate(rings):
         logic = sys.frontend.logic
-        if is_reference_front(logic):
+        if is_reference_front(logic) and not tpl.reuses_ids:
             continue
+        if not hasattr(logic, "__dict__"):
+            _restore(saved)
+            return False  # (a logic with __slots__: its state cannot be saved)
+        own.add(p)
         if rid is tpl.s_id:
             rid = tpl.s_id.copy()
-        saved.append((logic, copy.deepcopy(vars(logic))))
+        saved.append((logic, _saved(logic)))
         # Only the requests the slots keep at the end need to outlive the run.
         kept = set(tpl.parts[p].subs[-sys.ring.nr_ents :].tolist())
         if not _run_own_ids(sys, tpl, p, seq0=seq0, rid=rid, made=made, kept=kept):
@@ -157,7 +162,7 @@ def apply(model: Model, tpl: Template) -> bool:
     instances: list[int] = []
     s_op, s_sector, s_nr, s_nseg = tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
     c_sub, c_rank, rd_pos = tpl.c_sub, tpl.c_rank, tpl.rd_pos
-    for part, sys in zip(tpl.parts, rings, strict=True):
+    for p, (part, sys) in enumerate(zip(tpl.parts, rings, strict=True)):
         ring = sys.ring
         fe = sys.frontend
         be = sys.backends[-1]
@@ -200,7 +205,7 @@ def apply(model: Model, tpl: Template) -> bool:
             ring.req_event = (start + part.req_event) & MASK32
         if part.rsp_event is not None:
             ring.rsp_event = (start + part.rsp_event) & MASK32
-        if is_reference_front(fe.logic):
+        if p not in own:
             # LinuxBlkfront.retire puts each id back on its free list.
             fe.logic.free.extend(part.retired_ids)  # type: ignore[attr-defined]
             fe.answered.update(part.submitted_ids)
@@ -224,6 +229,18 @@ def apply(model: Model, tpl: Template) -> bool:
 
         oracle.add_chunk(records, int(np.size(t)), ctx_of)
     return True
+
+
+def _saved(logic: FrontendLogic) -> dict[str, object]:
+    """The logic's state, to put back if it refuses the window."""
+    if is_reference_front(logic):
+        # Linux's: a free list of ints (long: every retired id is appended) and the shadow
+        # (empty when a window starts): a copy of each is enough, and fast.
+        return {
+            k: v.copy() if isinstance(v, (list, dict)) else copy.deepcopy(v)
+            for k, v in vars(logic).items()
+        }
+    return copy.deepcopy(vars(logic))
 
 
 def _restore(saved: list[tuple[FrontendLogic, dict[str, object]]]) -> None:
@@ -280,7 +297,7 @@ def _run_own_ids(
                     made[op] = req
             else:
                 retire(fe, got_of[c_sub[-1 - op]])
-    except (FrontendProtocolError, OverflowError, KeyError):
+    except (FrontendProtocolError, OverflowError, KeyError, IndexError):
         return False
     if not got_of:
         return True

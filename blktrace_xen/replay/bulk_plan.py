@@ -13,8 +13,9 @@ This module finds those stretches once per input, independent of the logic: runs
 *segments* (from one all-idle moment to the next) in which every row is plain traffic:
 
 * only submits, backend consumes, completions and frontend consumes;
-* a submit is a read or a write with a traced id and extent and 1-11 segments, and its
-  id is not reused before the frontend consumed the answer to the previous use;
+* a submit is a read or a write with a traced id and extent and 1-11 segments (an id
+  reused while still outstanding is allowed: the window then runs the frontend logic's
+  own bookkeeping, which picks another);
 * a completion answers, with status OK, a request of its own ring submitted and consumed
   before it in the same segment, and is that request's only completion.
 
@@ -71,6 +72,7 @@ class Template:
     start: int
     end: int
     n_sub: int
+    reuses_ids: bool  # a traced id is reused while still outstanding (see build_plan)
     records: np.ndarray  # (n, WIDTH) int64; seq column relative, tokens relative
     seq_rows: np.ndarray  # records whose seq column is a seq (not a read's -1)
     token_rows: np.ndarray  # records whose aux column is a token
@@ -267,8 +269,10 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
         ids[by_id][1:] == ids[by_id][:-1]
     )
     prev_retire = retire_of[sr[by_id][:-1]]
-    reuse_bad = same & (prev_retire >= sub_rows[by_id][1:])
-    ok[sub_rows[by_id][1:][reuse_bad]] = False
+    # (Traced ids reused earlier are plain too: Linux's bookkeeping then hands out another
+    # id, so a window with one runs the frontend logic's own log and retire.)
+    reused = np.zeros(n, dtype=bool)
+    reused[sub_rows[by_id][1:][same & (prev_retire >= sub_rows[by_id][1:])]] = True
 
     # Segments with a bad row, or the last one if it does not end idle, are out.
     n_seg = int(seg[-1]) + 1
@@ -308,6 +312,7 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
         }
         plan._cols["retire"] = np.full(n, n, dtype=np.int64)
         plan._cols["retire"][cmp_rows] = retire
+        plan._cols["reused"] = reused
     return plan
 
 
@@ -402,6 +407,7 @@ def _template(plan: Plan, start: int, end: int) -> Template:
         start=start,
         end=end,
         n_sub=n_sub,
+        reuses_ids=bool(cols["reused"][start:end].any()),
         records=records,
         seq_rows=np.flatnonzero(code != C_RD),
         token_rows=np.flatnonzero(is_vr),
