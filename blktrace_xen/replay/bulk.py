@@ -95,10 +95,12 @@ def ready(model: Model, keys: list[RingKey]) -> bool:
 
 def _ready(sys: RingSystem) -> bool:
     fe = sys.frontend
-    if fe.state is not F_CONNECTED or fe.outstanding or sys.actions is not None:
+    if fe.state is not F_CONNECTED or sys.actions is not None:
         return False
+    outstanding = fe.outstanding
     if is_reference_front(fe.logic):
-        if getattr(fe.logic, "shadow", None):
+        shadow = getattr(fe.logic, "shadow", None)
+        if shadow is None or shadow.keys() != outstanding.keys():
             return False
     elif not _own_ids(fe.logic):
         return False
@@ -107,7 +109,6 @@ def _ready(sys: RingSystem) -> bool:
         return False
     be = backends[-1]
     ring = sys.ring
-    idx = ring.req_prod
     if (
         be.state is not S_CONNECTED
         or not be.mapped
@@ -116,11 +117,21 @@ def _ready(sys: RingSystem) -> bool:
         or not _hooks_cancel(be)
     ):
         return False
-    if not (idx == ring.rsp_prod == fe.req_prod_pvt == fe.rsp_cons == be.req_cons):
+    # Everything published consumed, everything produced consumed back; what is still
+    # outstanding (requests the trace never answers) is in flight at this backend, each
+    # once: a window leaves it as it is.
+    req, rsp = ring.req_prod, ring.rsp_prod
+    if not (req == fe.req_prod_pvt == be.req_cons and rsp == fe.rsp_cons == be.rsp_prod_pvt):
         return False
-    if be.rsp_prod_pvt != idx:  # (a connected backend with nothing in flight: a guard)
+    # (The key comparison is a guard: the counts and indices above already imply it for
+    # every state the corpus and the tests reach.)
+    if len(outstanding) != ((req - rsp) & MASK32) or outstanding.keys() != be.inflight.keys():
         return False
-    return all(not (x.by_seq or x.inflight or x.overflow) for x in backends)
+    if any(be.by_seq.get(r.seq) is not r for r in be.inflight.values()):
+        return False
+    return not be.overflow and all(
+        not (x.by_seq or x.inflight or x.overflow) for x in backends[:-1]
+    )
 
 
 def apply(model: Model, tpl: Template) -> bool:
@@ -128,8 +139,10 @@ def apply(model: Model, tpl: Template) -> bool:
     a ring is too small for the window, a frontend logic refuses a request or hands out
     an id still in use, or the oracle's log cannot take a chunk."""
     rings = [model.rings[part.key] for part in tpl.parts]
-    if any(part.max_depth > sys.ring.nr_ents for part, sys in zip(tpl.parts, rings, strict=True)):
-        return False
+    for part, sys in zip(tpl.parts, rings, strict=True):
+        ring = sys.ring
+        if part.max_depth > ring.nr_ents or (ring.req_prod - ring.rsp_prod) & MASK32 != part.inert:
+            return False
     seq0 = model.seq[0]
     # The ids the frontend gives the window's requests: the traced ones (Linux's
     # bookkeeping takes the id it is asked for), or what the logic's log hands out.
@@ -139,7 +152,13 @@ def apply(model: Model, tpl: Template) -> bool:
     own: set[int] = set()  # rings whose frontend logic runs its own log and retire
     for p, sys in enumerate(rings):
         logic = sys.frontend.logic
-        if is_reference_front(logic) and not tpl.reuses_ids:
+        # Linux's bookkeeping takes each traced id unless it is in use: then its free list
+        # decides, and only its own log and retire know how.
+        if (
+            is_reference_front(logic)
+            and not tpl.reuses_ids
+            and not (sys.frontend.outstanding and _in_use(tpl, p, sys))
+        ):
             continue
         if not hasattr(logic, "__dict__"):
             _restore(saved)
@@ -167,7 +186,8 @@ def apply(model: Model, tpl: Template) -> bool:
         fe = sys.frontend
         be = sys.backends[-1]
         start = ring.req_prod
-        starts.append(start)
+        rsp_start = ring.rsp_prod
+        starts.append(rsp_start)
         instances.append(be.instance)
         n = ring.nr_ents
         mask = ring.mask
@@ -192,19 +212,22 @@ def apply(model: Model, tpl: Template) -> bool:
                 )
             slot_req[at] = req
             slot_rsp[at] = None
-        for c in part.cmps[max(part.cmps.size - n, 0) :].tolist():
+        # A response is still in its slot unless a later request took the slot: the last
+        # n - inert of them are.
+        keep = n - part.inert
+        for c in part.cmps[max(part.cmps.size - keep, 0) :].tolist() if keep > 0 else []:
             w = int(c_sub[c])
             op = int(s_op[w])
             data = (base + int(rd_pos[c]),) if oracle is not None and op == 0 else None
-            slot_rsp[(start + int(c_rank[c])) & mask] = (int(rid[w]), op, 0, data)
+            slot_rsp[(rsp_start + int(c_rank[c])) & mask] = (int(rid[w]), op, 0, data)
         end = (start + subs.size) & MASK32
-        ring.req_prod = ring.rsp_prod = end
-        fe.req_prod_pvt = fe.rsp_cons = end
-        be.req_cons = be.rsp_prod_pvt = end
+        rsp_end = (rsp_start + subs.size) & MASK32
+        ring.req_prod = fe.req_prod_pvt = be.req_cons = end
+        ring.rsp_prod = fe.rsp_cons = be.rsp_prod_pvt = rsp_end
         if part.req_event is not None:
             ring.req_event = (start + part.req_event) & MASK32
         if part.rsp_event is not None:
-            ring.rsp_event = (start + part.rsp_event) & MASK32
+            ring.rsp_event = (rsp_start + part.rsp_event) & MASK32
         if p not in own:
             # LinuxBlkfront.retire puts each id back on its free list.
             fe.logic.free.extend(part.retired_ids)  # type: ignore[attr-defined]
@@ -229,6 +252,11 @@ def apply(model: Model, tpl: Template) -> bool:
 
         oracle.add_chunk(records, int(np.size(t)), ctx_of)
     return True
+
+
+def _in_use(tpl: Template, p: int, sys: RingSystem) -> bool:
+    """Does a traced id of ring ``p``'s window belong to a request still outstanding?"""
+    return not sys.frontend.outstanding.keys().isdisjoint(tpl.parts[p].submitted_ids)
 
 
 def _saved(logic: FrontendLogic) -> dict[str, object]:
@@ -305,6 +333,9 @@ def _run_own_ids(
     # reports it (reused id), so the window is not for bulk.
     w = np.fromiter(got_of, dtype=np.int64, count=len(got_of))
     ids = np.fromiter(got_of.values(), dtype=np.int64, count=len(got_of))
+    if not fe.outstanding.keys().isdisjoint(got_of.values()):
+        return False  # one of the requests the trace never answers (a guard: the shipped
+        # logics never hand out an id in use unless their state is corrupt)
     at = np.empty(n_sub, dtype=np.int64)
     at[ops[ops >= 0]] = np.flatnonzero(ops >= 0)
     done = np.empty(n_sub, dtype=np.int64)

@@ -53,12 +53,14 @@ MIN_WINDOW_ROWS: Final = 512
 
 @dataclass(slots=True)
 class RingPart:
-    """One ring's share of a window (indices relative to the window's start)."""
+    """One ring's share of a window (request indices relative to the ring's req_prod at
+    the window's start, response indices to its rsp_prod)."""
 
     key: RingKey
     max_depth: int  # most requests outstanding at once (submitted, response not consumed)
-    req_event: int | None  # ring index after the last backend consume, +1 (None: none)
+    req_event: int | None  # request index after the last backend consume, +1 (None: none)
     rsp_event: int | None  # response index after the last frontend consume, +1
+    inert: int  # requests outstanding at the start that the trace never answers
     subs: np.ndarray  # the ring's submits (window submit numbers), in ring order
     cmps: np.ndarray  # the ring's completions (window completion numbers), in ring order
     retired_ids: list[int]  # the ids of cmps: the order the frontend retires them
@@ -170,6 +172,21 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     e_ok = arr["e_ok"] & (arr["e"] < np.uint64(1 << 63))
     e = arr["e"].astype(np.int64)
 
+    # A request the trace never answers (lost, or the trace ends first) stays outstanding
+    # for good: a ring counts as idle when all but those are answered, and a window
+    # starting after one keeps it in flight, untouched.
+    sub_rows = np.flatnonzero(is_sub)
+    cmp_rows = np.flatnonzero(is_cmp)
+    n_ref = int(max(ref.max(initial=-1), 0)) + 1
+    sub_refs = ref[sub_rows]
+    cmp_refs = ref[cmp_rows]
+    good_sub_ref = (sub_refs >= 0) & (sub_refs < n_ref)
+    good_cmp_ref = (cmp_refs >= 0) & (cmp_refs < n_ref)
+    n_sub_of = np.bincount(sub_refs[good_sub_ref], minlength=n_ref)
+    n_cmp_of = np.bincount(cmp_refs[good_cmp_ref], minlength=n_ref)
+    leaked = np.zeros(n, dtype=bool)
+    leaked[sub_rows] = good_sub_ref & (n_cmp_of[np.where(good_sub_ref, sub_refs, 0)] == 0)
+
     # Per-ring running counts, on the rows sorted by ring (stable: time order kept); one
     # ring (the common case) is sorted already.
     order = None if int(ring.min()) == int(ring.max()) else np.argsort(ring, kind="stable")
@@ -201,25 +218,20 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     retired = last_value(is_fc, c_cum, c_base) - c_base  # responses consumed
     submitted = s_cum - s_base
     rank = submitted - 1  # a submit's number in its ring
+    leak_s = srt(leaked)
+    l_cum = np.cumsum(leak_s)
+    lost = l_cum - np.maximum.accumulate(np.where(first, l_cum - leak_s, 0))  # per ring
 
     rank_u, consumed_u, retired_u = unsort(rank), unsort(consumed), unsort(retired)
 
-    # Idle after a row: for every ring, everything submitted has been consumed back.
-    busy = (submitted != retired).astype(np.int64)
+    # Idle after a row: for every ring, everything submitted has been consumed back, but
+    # for the requests never answered.
+    busy = (submitted - lost != retired).astype(np.int64)
     flip = busy - np.where(first, 0, np.r_[0, busy[:-1]])
     idle = np.cumsum(unsort(flip)) == 0
     seg = np.r_[0, np.cumsum(idle)[:-1]]
 
     ok = plain.copy()
-    sub_rows = np.flatnonzero(is_sub)
-    cmp_rows = np.flatnonzero(is_cmp)
-    n_ref = int(max(ref.max(initial=-1), 0)) + 1
-    sub_refs = ref[sub_rows]
-    cmp_refs = ref[cmp_rows]
-    good_sub_ref = (sub_refs >= 0) & (sub_refs < n_ref)
-    good_cmp_ref = (cmp_refs >= 0) & (cmp_refs < n_ref)
-    n_sub_of = np.bincount(sub_refs[good_sub_ref], minlength=n_ref)
-    n_cmp_of = np.bincount(cmp_refs[good_cmp_ref], minlength=n_ref)
     sub_row_of = np.full(n_ref, -1, dtype=np.int64)
     sub_row_of[sub_refs[good_sub_ref]] = sub_rows[good_sub_ref]
     cmp_row_of = np.full(n_ref, -1, dtype=np.int64)
@@ -382,7 +394,10 @@ def _template(plan: Plan, start: int, end: int) -> Template:
         rows = np.flatnonzero(ring == r) + start
         k = cols["kind"][rows]
         # The ring is idle at the window's start: as many submitted as consumed back.
+        # The ring is idle at the window's start: as many submitted as consumed back, but
+        # for ``inert`` requests never answered.
         base = int(cols["submitted"][rows[0]]) - int(k[0] == K_SUBMIT)
+        base_rsp = int(cols["retired"][rows[0]])
         mine = np.flatnonzero(s_ring == r)
         cm = np.flatnonzero(c_ring == r)
         cm = cm[np.argsort(c_rank[cm])]
@@ -396,7 +411,10 @@ def _template(plan: Plan, start: int, end: int) -> Template:
                 req_event=(
                     int(cols["consumed"][cons_rows[-1]]) - base + 1 if cons_rows.size else None
                 ),
-                rsp_event=int(cols["retired"][fc_rows[-1]]) - base + 1 if fc_rows.size else None,
+                rsp_event=(
+                    int(cols["retired"][fc_rows[-1]]) - base_rsp + 1 if fc_rows.size else None
+                ),
+                inert=base - base_rsp,
                 subs=mine,
                 cmps=cm,
                 retired_ids=c_id[cm].tolist(),
