@@ -127,7 +127,7 @@ def _ready(sys: RingSystem) -> bool:
     # every state the corpus and the tests reach.)
     if len(outstanding) != ((req - rsp) & MASK32) or outstanding.keys() != be.inflight.keys():
         return False
-    if any(be.by_seq.get(r.seq) is not r for r in be.inflight.values()):
+    if any(be.by_seq.get(r.seq) is not r for r in be.inflight.values()):  # (a guard)
         return False
     return not be.overflow and all(
         not (x.by_seq or x.inflight or x.overflow) for x in backends[:-1]

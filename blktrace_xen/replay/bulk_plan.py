@@ -243,7 +243,7 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     op = a[sub_rows]
     nseg = d[sub_rows]
     s_ok = good_sub_ref & ((op == 0) | (op == 1)) & e_ok[sub_rows]
-    s_ok &= (b[sub_rows] >= 0) & (c[sub_rows] >= 0)
+    s_ok &= (b[sub_rows] >= 0) & (c[sub_rows] >= 0)  # (a guard: build_input gives 0+0)
     s_ok &= (nseg >= 1) & (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST)
     s_ok &= (n_sub_of[sr] == 1) & (n_cmp_of[sr] == 1)
     s_cmp = cmp_row_of[sr]
@@ -256,7 +256,9 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     c_subc = np.maximum(c_sub, 0)
     c_ok = good_cmp_ref & (c_sub >= 0) & (n_sub_of[cr] == 1) & (n_cmp_of[cr] == 1)
     c_ok &= (b[cmp_rows] == 0) & (ring[c_subc] == ring[cmp_rows])
-    c_ok &= seg[c_subc] == seg[cmp_rows]  # (follows from the idle ends; kept as a guard)
+    # (Needed since a request never answered does not keep a ring busy: a completion of a
+    # request of an earlier segment would otherwise pass for plain.)
+    c_ok &= seg[c_subc] == seg[cmp_rows]
     c_ok &= rank_u[c_subc] < consumed_u[cmp_rows]
     ok[cmp_rows] = c_ok
 
