@@ -177,7 +177,7 @@ def apply(model: Model, tpl: Template) -> bool:
         _restore(saved)
         return False
     base = oracle.base if oracle is not None else 0
-    starts: list[int] = []
+    rsp_starts: list[int] = []
     instances: list[int] = []
     s_op, s_sector, s_nr, s_nseg = tpl.s_op, tpl.s_sector, tpl.s_nr, tpl.s_nseg
     c_sub, c_rank, rd_pos = tpl.c_sub, tpl.c_rank, tpl.rd_pos
@@ -187,14 +187,14 @@ def apply(model: Model, tpl: Template) -> bool:
         be = sys.backends[-1]
         start = ring.req_prod
         rsp_start = ring.rsp_prod
-        starts.append(rsp_start)
+        rsp_starts.append(rsp_start)
         instances.append(be.instance)
         n = ring.nr_ents
         mask = ring.mask
         slot_req = ring.slot_req
         slot_rsp = ring.slot_rsp
-        # The last n requests and responses are what the slots hold at the end: each
-        # request was answered, and its slot's response came after it.
+        # The slots end with the window's last n requests, each overwritten by its own
+        # index's response where that came later (below).
         subs = part.subs
         first = max(subs.size - n, 0)
         for rank, w in enumerate(subs[first:].tolist(), start=first):
@@ -243,12 +243,11 @@ def apply(model: Model, tpl: Template) -> bool:
         keys = [part.key for part in tpl.parts]
         t, ring_of, sub_of = tpl.ctx_t, tpl.ctx_ring, tpl.ctx_sub
         verify, rsp_rank = tpl.ctx_is_verify, tpl.ctx_rank
-        ids = rid
 
         def ctx_of(k: int) -> Ctx:
             r = int(ring_of[k])
-            where = (starts[r] + int(rsp_rank[k])) & MASK32 if verify[k] else instances[r]
-            return (int(t[k]), keys[r], int(ids[sub_of[k]]), where, n_violations)
+            where = (rsp_starts[r] + int(rsp_rank[k])) & MASK32 if verify[k] else instances[r]
+            return (int(t[k]), keys[r], int(rid[sub_of[k]]), where, n_violations)
 
         oracle.add_chunk(records, int(np.size(t)), ctx_of)
     return True

@@ -80,7 +80,6 @@ class Template:
     token_rows: np.ndarray  # records whose aux column is a token
     ctx_t: np.ndarray  # per apply/verify record: time
     ctx_ring: np.ndarray  # index into parts
-    ctx_id: np.ndarray
     ctx_sub: np.ndarray  # the submit (window number) the context's request came from
     ctx_is_verify: np.ndarray  # bool: verify (aux: response index) or apply (backend)
     ctx_rank: np.ndarray  # verify: completion rank in its ring
@@ -107,7 +106,6 @@ class Plan:
     ready at ``start`` may join at a later all-idle row in ``restarts``."""
 
     windows: list[tuple[int, int, list[int]]]
-    rows: int = 0
     min_rows: int = MIN_WINDOW_ROWS
     window_rings: list[list[RingKey]] = field(default_factory=list)
     _cols: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -154,7 +152,7 @@ def _arrays(inp: ReplayInput) -> dict[str, Any]:
 def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
     """Find the steady windows of ``inp`` (see the module doc) of ``min_rows`` rows or more."""
     n = len(inp.kinds)
-    empty = Plan(windows=[], rows=n, min_rows=min_rows)
+    empty = Plan(windows=[], min_rows=min_rows)
     if n < min_rows:
         return empty
     arr = inp._arrays if inp._arrays is not None else _arrays(inp)
@@ -303,7 +301,7 @@ def build_plan(inp: ReplayInput, min_rows: int = MIN_WINDOW_ROWS) -> Plan:
         start, end = int(seg_start[lo]), int(seg_end[hi - 1])
         if end - start >= min_rows:
             windows.append((start, end, [int(x) for x in seg_end[lo : hi - 1]]))
-    plan = Plan(windows=windows, rows=n, min_rows=min_rows)
+    plan = Plan(windows=windows, min_rows=min_rows)
     plan.window_rings = [
         [keys[r] for r in np.unique(ring[start:end]).tolist()] for start, end, _ in windows
     ]
@@ -433,7 +431,6 @@ def _template(plan: Plan, start: int, end: int) -> Template:
         token_rows=np.flatnonzero(is_vr),
         ctx_t=cols["t"][ctx_row],
         ctx_ring=part_of[c_ring[ctx_cmp]],
-        ctx_id=c_id[ctx_cmp],
         ctx_sub=c_sub[ctx_cmp],
         ctx_is_verify=ctx_vr,
         ctx_rank=c_rank[ctx_cmp],
