@@ -127,3 +127,7 @@ class ReplayDivergence(BlktraceXenError):
     """Replay could not follow the trace under the chosen logic."""
 
     exit_code = 3
+
+
+class CaptureError(BlktraceXenError):
+    """``capture`` cannot run here (not root, no xen-blkback, no BTF, a probe missing ...)."""

@@ -34,7 +34,7 @@ from blktrace_xen.errors import SchemaError
 SEVERITIES: Final = ("info", "low", "medium", "high", "critical")
 Severity = pl.Enum(list(SEVERITIES))
 
-SOURCES: Final = ("xentrace", "ringcap", "synth", "model")
+SOURCES: Final = ("xentrace", "ringcap", "synth", "model", "agent")
 Source = pl.Enum(list(SOURCES))
 
 # How a request became known. "full": its slot was decoded as a request (or an

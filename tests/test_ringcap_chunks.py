@@ -292,7 +292,7 @@ def test_chunked_stream_parts_equal_the_whole_capture(
     _capture(p, seed, 80)
     cap = read_ringcap(p)
     whole = capture_parts(cap)
-    parts, warnings = ringcap_parts(p, snapshots_per_chunk=per_chunk)
+    parts, warnings, _agent = ringcap_parts(p, snapshots_per_chunk=per_chunk)
     assert warnings == cap.warnings
     assert list(parts) == list(whole)
     for name, df in whole.items():

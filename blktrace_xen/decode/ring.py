@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from blktrace_xen import schema
-from blktrace_xen.decode.ring_dtypes import blkif_dtypes
+from blktrace_xen.decode.ring_dtypes import blkif_dtypes, request_columns
 from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, BlkifOp
 
 if TYPE_CHECKING:
@@ -304,28 +304,12 @@ def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tup
     # --- full requests: decode by variant --------------------------------
     full = ~answered
     f_raw = raw_req[full]
-    nf = len(f_raw)
-    ops = f_raw[:, 0] if nf else np.zeros(0, np.uint8)
-    rw_v = f_raw.view(dts.request_rw)[:, 0] if nf else np.zeros(0, dts.request_rw)
-    ds_v = f_raw.view(dts.request_discard)[:, 0] if nf else np.zeros(0, dts.request_discard)
-    in_v = f_raw.view(dts.request_indirect)[:, 0] if nf else np.zeros(0, dts.request_indirect)
-    is_rw = ops <= BlkifOp.BLKIF_OP_FLUSH_DISKCACHE
-    is_ds = ops == BlkifOp.BLKIF_OP_DISCARD
-    is_in = ops == BlkifOp.BLKIF_OP_INDIRECT
-    # id sits at the same offset in every variant (8, or 4 on x86_32)
-    ids = rw_v["id"]
-    nseg_rw = rw_v["nr_segments"].astype(np.int64)
-    segs = rw_v["seg"]
-    used = np.arange(11)[None, :] < np.minimum(nseg_rw, 11)[:, None]
-    seg_len = segs["last_sect"].astype(np.int64) - segs["first_sect"].astype(np.int64) + 1
-    rw_sectors = np.where(used & (seg_len > 0), seg_len, 0).sum(axis=1)
+    cols = request_columns(f_raw, dts)
+    ops, ids, in_v, is_in = cols.ops, cols.ids, cols.indirect_op, cols.is_indirect
     f_rows = np.flatnonzero(full)
-    nr_segments = np.where(is_rw, nseg_rw, np.where(is_in, in_v["nr_segments"], 0))
-    nr_segments_valid = is_rw | is_in
-    sector = np.where(is_ds, ds_v["sector_number"], rw_v["sector_number"])
-    sector_valid = is_rw | is_ds | is_in
-    nr_sectors = np.where(is_ds, ds_v["nr_sectors"], rw_sectors.astype(np.uint64))
-    nr_sectors_valid = is_rw | is_ds
+    nr_segments, nr_segments_valid = cols.nr_segments, cols.nr_segments_valid
+    sector, sector_valid = cols.sector, cols.sector_valid
+    nr_sectors, nr_sectors_valid = cols.nr_sectors, cols.nr_sectors_valid
     unknown = ops > BlkifOp.BLKIF_OP_INDIRECT
     warned = 0 if carry is None else carry.unknown_warned
     for j in np.flatnonzero(unknown)[: max(0, _MAX_UNKNOWN_OP_WARNINGS - warned)]:
@@ -366,7 +350,7 @@ def _derive_one(r: _RingInput, warnings: list[str], carry: _Carry | None) -> tup
             "idx": q_idx,
             "id": pl.Series(req_id).set(answered_s, None),
             "operation": pl.Series(req_op).set(answered_s, None),
-            "indirect_op": nullable(in_v["indirect_op"], is_in, pl.UInt8),
+            "indirect_op": nullable(in_v, is_in, pl.UInt8),
             "nr_segments": nullable(nr_segments, nr_segments_valid, pl.UInt16),
             "sector_number": nullable(sector, sector_valid, pl.UInt64),
             "nr_sectors": nullable(nr_sectors, nr_sectors_valid, pl.UInt64),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from construct import Array, Bytes, Default, FixedSized, FormatField, Renamed, Struct
 
-from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, blkif_structs
+from blktrace_xen.structs.blkif import SRING_HEADER_SIZE, BlkifOp, blkif_structs
 
 _STRUCT_TO_NUMPY = {
     "B": "u1",
@@ -107,4 +107,54 @@ def blkif_dtypes(abi: str) -> BlkifDtypes:
         response=entry(s.response),
         segment=dtype_of(s.segment),
         entry_size=s.entry_size,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestColumns:
+    """Request fields of raw ring entries, decoded by variant (read/write, discard, indirect).
+
+    Each ``*_valid`` mask says where the field means something for the entry's
+    operation; elsewhere the value is filler the caller must null.
+    """
+
+    ops: np.ndarray[Any, Any]
+    ids: np.ndarray[Any, Any]
+    indirect_op: np.ndarray[Any, Any]
+    is_indirect: np.ndarray[Any, Any]
+    nr_segments: np.ndarray[Any, Any]
+    nr_segments_valid: np.ndarray[Any, Any]
+    sector: np.ndarray[Any, Any]
+    sector_valid: np.ndarray[Any, Any]
+    nr_sectors: np.ndarray[Any, Any]
+    nr_sectors_valid: np.ndarray[Any, Any]
+
+
+def request_columns(raw: np.ndarray[Any, Any], dts: BlkifDtypes) -> RequestColumns:
+    """Decode ``raw`` ((n, entry_size) uint8: whole request entries) with ``dts``."""
+    nf = len(raw)
+    ops = raw[:, 0] if nf else np.zeros(0, np.uint8)
+    rw_v = raw.view(dts.request_rw)[:, 0] if nf else np.zeros(0, dts.request_rw)
+    ds_v = raw.view(dts.request_discard)[:, 0] if nf else np.zeros(0, dts.request_discard)
+    in_v = raw.view(dts.request_indirect)[:, 0] if nf else np.zeros(0, dts.request_indirect)
+    is_rw = ops <= BlkifOp.BLKIF_OP_FLUSH_DISKCACHE
+    is_ds = ops == BlkifOp.BLKIF_OP_DISCARD
+    is_in = ops == BlkifOp.BLKIF_OP_INDIRECT
+    # id sits at the same offset in every variant (8, or 4 on x86_32)
+    nseg_rw = rw_v["nr_segments"].astype(np.int64)
+    segs = rw_v["seg"]
+    used = np.arange(11)[None, :] < np.minimum(nseg_rw, 11)[:, None]
+    seg_len = segs["last_sect"].astype(np.int64) - segs["first_sect"].astype(np.int64) + 1
+    rw_sectors = np.where(used & (seg_len > 0), seg_len, 0).sum(axis=1)
+    return RequestColumns(
+        ops=ops,
+        ids=rw_v["id"],
+        indirect_op=in_v["indirect_op"],
+        is_indirect=is_in,
+        nr_segments=np.where(is_rw, nseg_rw, np.where(is_in, in_v["nr_segments"], 0)),
+        nr_segments_valid=is_rw | is_in,
+        sector=np.where(is_ds, ds_v["sector_number"], rw_v["sector_number"]),
+        sector_valid=is_rw | is_ds | is_in,
+        nr_sectors=np.where(is_ds, ds_v["nr_sectors"], rw_sectors.astype(np.uint64)),
+        nr_sectors_valid=is_rw | is_ds,
     )

@@ -36,6 +36,7 @@ from blktrace_xen.structs.pcapng import (
     IF_TSRESOL,
     LINKTYPE_USER0,
     LINKTYPE_USER1,
+    LINKTYPE_USER2,
     OPT_COMMENT,
     PCAPNG_MAGIC,
     InterfaceDescriptionBody,
@@ -58,7 +59,9 @@ class RingCapture:
     ``pages[key]`` holds the raw ring areas of one ring as a read-only
     (snapshots, bytes) uint8 array, row ``i`` being snapshot ``snap == i``
     (a view into a memory map of the file when the blocks are evenly spaced);
-    ``xenstore`` has columns ns, tsc, path, value.
+    ``xenstore`` has columns ns, tsc, path, value; ``agent`` holds the capture
+    agent's records (ns, bytes) in file order (structs/agentcap.py) and
+    ``agent_description`` its interface description.
     """
 
     path: str
@@ -67,6 +70,8 @@ class RingCapture:
     pages: dict[RingKey, np.ndarray[Any, np.dtype[np.uint8]]]
     xenstore: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+    agent: list[tuple[int, bytes]] = field(default_factory=list)
+    agent_description: str = ""
 
 
 @dataclass(slots=True)
@@ -117,6 +122,7 @@ class _Walker:
         self.warnings: list[str] = []
         self._warn_counts: dict[str, int] = {}
         self.ifaces: list[_Iface] = []
+        self.agent_description = ""
 
     def warn(self, kind: str, msg: str) -> None:
         n = self._warn_counts.get(kind, 0) + 1
@@ -146,6 +152,8 @@ class _Walker:
             iface.ts_num, iface.ts_den = 1000, 1  # pcapng default: microseconds
         if parsed.linktype == LINKTYPE_USER0:
             self._ring_params(iface, opts, index, offset)
+        elif parsed.linktype == LINKTYPE_USER2:
+            self.agent_description = opts.get(IF_DESCRIPTION, b"").decode("utf-8", "replace")
         self.ifaces.append(iface)
 
     def _ring_params(self, iface: _Iface, opts: dict[int, bytes], index: int, offset: int) -> None:
@@ -223,6 +231,8 @@ class RingCaptureChunk:
     pages: dict[RingKey, np.ndarray[Any, np.dtype[np.uint8]]]
     xenstore: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+    agent: list[tuple[int, bytes]] = field(default_factory=list)
+    agent_description: str = ""
 
 
 class _RingRows:
@@ -262,6 +272,7 @@ class _Found:
     xs: tuple[list[int], list[int | None], list[str], list[str]] = field(
         default_factory=lambda: ([], [], [], [])
     )
+    agent: list[tuple[int, bytes]] = field(default_factory=list)
     count: int = 0
 
     def ring(self, key: RingKey) -> _RingRows:
@@ -589,6 +600,9 @@ class _Reader:
                 rows.valid.append(tsc is not None)
                 rows.off.append(off + 28)
                 found.count += 1
+        elif iface.linktype == LINKTYPE_USER2:
+            found.agent.append((ns, bytes(mm[data : data + caplen])))
+            found.count += 1
         elif iface.linktype == LINKTYPE_USER1:
             text = bytes(mm[data : data + caplen]).decode("utf-8", "replace")
             p, sep, v = text.rstrip("\n").partition("=")
@@ -720,7 +734,16 @@ def read_ringcap(path: str | Path, *, _vector: bool = True) -> RingCapture:
         reader = _Reader(path, size)
         found = reader.walk(mm, arr, 0, None, _vector)
         rings, snapshots, pages, xenstore = reader.tables(found, arr, 0)
-    return RingCapture(path, rings, snapshots, pages, xenstore, reader.w.warnings)
+    return RingCapture(
+        path,
+        rings,
+        snapshots,
+        pages,
+        xenstore,
+        reader.w.warnings,
+        found.agent,
+        reader.w.agent_description,
+    )
 
 
 def iter_ringcap_chunks(
@@ -757,7 +780,14 @@ def iter_ringcap_chunks(
             if found.count or found.xs[0] or len(reader.w.warnings) > warned or reader.finished:
                 rings, snapshots, pages, xenstore = reader.tables(found, arr, start)
                 chunk = RingCaptureChunk(
-                    path, rings, snapshots, pages, xenstore, reader.w.warnings[warned:]
+                    path,
+                    rings,
+                    snapshots,
+                    pages,
+                    xenstore,
+                    reader.w.warnings[warned:],
+                    found.agent,
+                    reader.w.agent_description,
                 )
                 warned = len(reader.w.warnings)
                 del mm, arr, found, pages

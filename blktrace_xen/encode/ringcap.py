@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from blktrace_xen import __version__
 from blktrace_xen.errors import ModelUsageError
+from blktrace_xen.structs.agentcap import AGENT_IF_NAME
 from blktrace_xen.structs.blkif import ring_geometry
 from blktrace_xen.structs.pcapng import (
     BT_EPB,
@@ -19,6 +20,7 @@ from blktrace_xen.structs.pcapng import (
     IF_TSRESOL,
     LINKTYPE_USER0,
     LINKTYPE_USER1,
+    LINKTYPE_USER2,
     OPT_COMMENT,
     SHB_USERAPPL,
     InterfaceDescriptionBody,
@@ -65,7 +67,7 @@ class RingcapWriter:
         else:
             self._f = target
             self._own = False
-        self._sizes: dict[int, int] = {}  # iface -> page size (0 for xenstore)
+        self._sizes: dict[int, int] = {}  # iface -> page size (0 xenstore, -1 agent)
         shb = SectionHeaderBody.build(
             {
                 "major_version": 1,
@@ -136,6 +138,25 @@ class RingcapWriter:
         iface = self._add_interface(LINKTYPE_USER1, [(IF_NAME, b"xenstore")])
         self._sizes[iface] = 0
         return iface
+
+    def add_agent(self, description: str) -> int:
+        """Declare the agent interface (``capture``); returns its id for :meth:`write_agent`."""
+        iface = self._add_interface(
+            LINKTYPE_USER2,
+            [(IF_NAME, AGENT_IF_NAME.encode()), (IF_DESCRIPTION, description.encode())],
+        )
+        self._sizes[iface] = -1
+        return iface
+
+    def write_agent(self, iface: int, ns: int, record: bytes) -> None:
+        """One agent record (structs/agentcap.py) stamped with the dom0 monotonic clock."""
+        if self._sizes.get(iface) != -1:
+            raise ModelUsageError(f"interface {iface} is not an agent interface")
+        self._packet(iface, ns, record, None)
+
+    def flush(self) -> None:
+        """Push what is written so far to the file (a killed capture keeps it)."""
+        self._f.flush()
 
     def _packet(self, iface: int, ns: int, data: bytes, tsc: int | None) -> None:
         if ns < 0 or ns >= 1 << 64:

@@ -26,6 +26,7 @@ _FRONT_RE: Final = r"^/local/domain/(\d+)/device/vbd/(\d+)(?:/(.*))?$"
 _BACK_RE: Final = r"^/local/domain/\d+/backend/vbd/(\d+)/(\d+)(?:/(.*))?$"
 # multi-queue: queue-<n>/... names a queue
 _QUEUE_RE: Final = r"^queue-(\d+)/"
+RING: Final = list(schema.RING_KEY)
 
 
 def control_from_xenstore(xenstore: pl.DataFrame) -> pl.DataFrame:
@@ -91,15 +92,22 @@ def capture_parts(capture: RingCapture) -> dict[str, pl.DataFrame]:
     from blktrace_xen.decode.ring import derive_ring_streams
 
     derived = derive_ring_streams(capture)
-    return _parts(capture.rings, capture.snapshots, capture.xenstore, derived)
+    parts = _parts(capture.rings, capture.snapshots, capture.xenstore, derived)
+    if capture.agent:
+        parts = _with_agent(parts, capture.agent, capture.agent_description, capture.path)[0]
+    return parts
 
 
 def ringcap_parts(
     path: str | Path, *, snapshots_per_chunk: int = 16384
-) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """:func:`capture_parts` of the capture at ``path`` and its warnings, read chunk by chunk.
+) -> tuple[dict[str, pl.DataFrame], list[str], dict[str, Any] | None]:
+    """:func:`capture_parts` of the capture at ``path``, its warnings and the agent's summary.
 
-    Memory is bounded by one chunk of pages plus the derived tables.
+    Snapshots are read chunk by chunk (memory bounded by one chunk of pages plus
+    the derived tables); a capture agent's records (``blktrace-xen capture``)
+    give exact requests, responses and control (streams/from_agent.py), which
+    replace the snapshot-derived ones on the rings the agent saw. The summary is
+    None for a capture without agent records.
     """
     from blktrace_xen.decode.ring import RingStreamsBuilder
     from blktrace_xen.decode.ringcap import iter_ringcap_chunks
@@ -108,8 +116,12 @@ def ringcap_parts(
     snapshots: dict[tuple[Any, ...], list[pl.DataFrame]] = {}  # per ring, by first snapshot
     xenstore: list[pl.DataFrame] = []
     warnings: list[str] = []
+    agent: list[tuple[int, bytes]] = []
+    description = ""
     rings = pl.DataFrame(schema=schema.RINGS_SCHEMA)
     for chunk in iter_ringcap_chunks(path, snapshots_per_chunk=snapshots_per_chunk):
+        agent.extend(chunk.agent)
+        description = chunk.agent_description or description
         builder.add(chunk)
         for key, df in chunk.snapshots.partition_by(
             ["domid", "vdev", "queue"], as_dict=True, maintain_order=True
@@ -123,7 +135,44 @@ def ringcap_parts(
     # as read_ringcap lists them: each ring's snapshots together, rings by first snapshot
     frames = [df for dfs in snapshots.values() for df in dfs]
     snaps = pl.concat(frames) if frames else schema.empty("snapshots")
-    return _parts(rings, snaps, pl.concat(xenstore), derived), warnings
+    parts = _parts(rings, snaps, pl.concat(xenstore), derived)
+    summary: dict[str, Any] | None = None
+    if agent:
+        parts, summary, more = _with_agent(parts, agent, description, str(path))
+        warnings += more
+    return parts, warnings, summary
+
+
+def _with_agent(
+    parts: dict[str, pl.DataFrame], records: list[tuple[int, bytes]], description: str, path: str
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any], list[str]]:
+    """Add the capture agent's exact streams; on its rings they replace what snapshots gave."""
+    from blktrace_xen.decode.agentcap import agent_tables
+    from blktrace_xen.streams.from_agent import agent_parts
+
+    tables = agent_tables(records, path)
+    exact, summary = agent_parts(tables, description)
+    warnings = list(tables.warnings)
+    if summary["lost_events"]:
+        warnings.append(
+            f"the capture agent lost {summary['lost_events']} events (bpftrace's buffer was "
+            "full): requests and responses are missing from it"
+        )
+    if summary["request_bytes_missing"]:
+        warnings.append(
+            f"{summary['request_bytes_missing']} answered requests have no bytes (a completion "
+            "race deeper than two, or a response entered before the agent attached)"
+        )
+    agent_rings = exact["rings"].select(RING)
+    out = dict(parts)
+    for name in ("requests", "responses"):
+        snap_rows = parts[name].join(agent_rings, on=RING, how="anti", nulls_equal=True)
+        out[name] = pl.concat([snap_rows, exact[name]])
+    out["control"] = pl.concat([parts["control"], exact["control"]]).sort("ns", maintain_order=True)
+    out["rings"] = pl.concat([parts["rings"], exact["rings"]]).unique(
+        subset=RING, keep="first", maintain_order=True
+    )
+    return out, summary, warnings
 
 
 def _parts(

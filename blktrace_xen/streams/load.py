@@ -67,8 +67,8 @@ def _xentrace_parts(
 def _ringcap_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
     from blktrace_xen.streams.from_ring import ringcap_parts
 
-    parts, warnings = ringcap_parts(path)  # chunk by chunk: memory bounded by one chunk
-    return parts, {"warnings": warnings}
+    parts, warnings, agent = ringcap_parts(path)  # chunk by chunk: memory bounded by one chunk
+    return parts, {"warnings": warnings, "agent": agent}
 
 
 def _streams_parts(path: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
@@ -122,6 +122,8 @@ def load_streams(
             if kind == "ringcap":
                 parts, info = _ringcap_parts(path)
                 captures.append(parts)
+                if info["agent"] is not None:
+                    entry["agent"] = info["agent"]
             else:
                 parts, t0x, info = _xentrace_parts(path, mhz, catalogs)
                 traces.append((parts, t0x))
@@ -140,7 +142,7 @@ def load_streams(
         if t0_tsc is None:
             merged.append(parts)
             continue
-        offset = timebase.capture_offset(parts["snapshots"], t0_tsc, mhz)
+        offset = timebase.capture_offset(_tsc_points(parts), t0_tsc, mhz)
         if offset is None:
             warnings.append("a ring capture has no TSC: it keeps its own time base")
             merged.append(parts)
@@ -177,6 +179,16 @@ def load_streams(
         "warnings": warnings,
     }
     return assemble(**tables, meta=meta)
+
+
+def _tsc_points(parts: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(ns, tsc) of every capture row that carries a TSC: snapshots, and an agent's rows."""
+    frames = [
+        parts[name].select("ns", "tsc")
+        for name in ("snapshots", "requests", "responses", "control")
+        if name in parts and parts[name].height
+    ]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"ns": pl.Int64, "tsc": pl.UInt64})
 
 
 def _sort_key(name: str) -> str | list[str]:

@@ -47,9 +47,13 @@ def tsc_ns_expr(tsc: pl.Expr, t0_tsc: int, cpu_mhz: float) -> pl.Expr:
     return (delta * 1024).floordiv(qhz)
 
 
-def capture_offset(snapshots: pl.DataFrame, t0_tsc: int, cpu_mhz: float) -> int | None:
-    """Median of (TSC time - capture time) over snapshots that carry a TSC; None if none do."""
-    with_tsc = snapshots.filter(pl.col("tsc").is_not_null())
+def capture_offset(rows: pl.DataFrame, t0_tsc: int, cpu_mhz: float) -> int | None:
+    """Median (TSC time - capture time) over ``rows`` (ns, tsc) with a TSC; None if none has one.
+
+    The rows are a capture's snapshots, or an agent capture's requests, responses and
+    control rows (their TSC interpolated from the agent's calibration, capture/clock.py).
+    """
+    with_tsc = rows.filter(pl.col("tsc").is_not_null())
     if with_tsc.height == 0:
         return None
     diff = with_tsc.select(

@@ -32,6 +32,7 @@ PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 
 LINKTYPE_USER0: Final = 147  # one blkif ring: each packet is one snapshot of its area
 LINKTYPE_USER1: Final = 148  # xenstore: each packet is one "path=value" line
+LINKTYPE_USER2: Final = 149  # capture agent: each packet is one record (structs/agentcap.py)
 
 OPT_ENDOFOPT: Final = 0
 OPT_COMMENT: Final = 1

@@ -1,0 +1,184 @@
+"""bpftrace output lines -> agent records (structs/agentcap.py), I/O-free.
+
+One line per probe event, space-separated, kind letter first (the printf formats
+of :mod:`blktrace_xen.capture.probes`). ``F`` and ``S`` lines carry slot bytes
+and name the ``E`` / ``D`` line they belong to by (time, thread) and (time,
+ring); they follow it in the same CPU's buffer, so the decoder keeps only the
+latest head per key. A line that does not parse is counted, never guessed at.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from blktrace_xen.structs.agentcap import (
+    BODY_FMT,
+    HEAD_FMT,
+    SLOT_BYTES,
+    UNKNOWN_U16,
+    UNKNOWN_U32,
+    Kind,
+    SlotWhy,
+)
+
+_HEAD: Final = struct.Struct(HEAD_FMT)
+_BODY: Final = {k: struct.Struct(f) for k, f in BODY_FMT.items()}
+_WORDS: Final = struct.Struct("<14Q")
+_RING_FIELDS: Final = 9  # ns cpu tid ring domid vdev queue protocol nr_ents
+_MAX_SAMPLES: Final = 5
+
+Record = tuple[int, bytes]  # (monotonic ns, record bytes)
+
+
+def _slot(words: list[str]) -> bytes:
+    return _WORDS.pack(*(int(w, 16) for w in words))
+
+
+def _u16(v: int) -> int:
+    return v if 0 <= v < UNKNOWN_U16 else UNKNOWN_U16
+
+
+def _u32(v: int) -> int:
+    return v if 0 <= v < UNKNOWN_U32 else UNKNOWN_U32
+
+
+def nodename_key(nodename: str) -> tuple[int, int] | None:
+    """(domid, vdev) of a backend node name ``backend/vbd/<domid>/<vdev>``."""
+    parts = nodename.strip("/").split("/")
+    if len(parts) >= 4 and parts[-3] == "vbd" and parts[-2].isdigit() and parts[-1].isdigit():
+        return int(parts[-2]), int(parts[-1])
+    return None
+
+
+@dataclass(slots=True)
+class LineDecoder:
+    """Turns bpftrace lines into records; keeps what joins F/S lines to their heads."""
+
+    unparsed: int = 0
+    samples: list[str] = field(default_factory=list)  # the first unparsed lines, for the notes
+    begin_ns: int | None = None
+    end_ns: int | None = None
+    _entries: dict[tuple[int, int], tuple[bytes, int]] = field(default_factory=dict)
+    _dumps: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    def feed(self, line: str) -> list[Record]:
+        """The records of one output line (most lines give one; unknown lines none)."""
+        f = line.split()
+        if not f:
+            return []
+        try:
+            return self._decode(f)
+        except (ValueError, IndexError, KeyError, struct.error):
+            self.unparsed += 1
+            if len(self.samples) < _MAX_SAMPLES:
+                self.samples.append(line.rstrip()[:200])
+            return []
+
+    def _ring_head(self, kind: Kind, f: list[str]) -> tuple[int, bytes]:
+        ns, cpu, tid, ring, domid, vdev, queue, proto, nr_ents = f[1 : _RING_FIELDS + 1]
+        head = _HEAD.pack(
+            kind,
+            int(proto) & 0xFF,
+            _u16(int(domid)),
+            _u32(int(vdev)),
+            _u16(int(queue)),
+            int(cpu) & 0xFFFF,
+            int(tid) & 0xFFFFFFFF,
+            int(ring, 16),
+            _u32(int(nr_ents)),
+            0,
+        )
+        return int(ns), head
+
+    def _decode(self, f: list[str]) -> list[Record]:
+        tag = f[0]
+        rest = f[_RING_FIELDS + 1 :]
+        if tag == "E":
+            ns, head = self._ring_head(Kind.RSP_ENTRY, f)
+            nums = [int(x) for x in rest[:7]]
+            pvt, cons, rprod, sprod, st, op, rid = nums
+            body = _BODY[Kind.RSP_ENTRY].pack(pvt, cons, rprod, sprod, st, op, 0, rid)
+            slot = _slot(rest[7:21])
+            self._entries[(ns, int(f[3]))] = (head, pvt)
+            return [(ns, head + body + slot)]
+        if tag == "F":
+            ns, tid = int(f[1]), int(f[2])
+            found = self._entries.pop((ns, tid), None)
+            if found is None:
+                raise KeyError("F without E")
+            head, pvt = found
+            head = bytes([Kind.SLOT]) + head[1:]
+            body = _BODY[Kind.SLOT].pack((pvt + 1) & 0xFFFFFFFF, SlotWhy.NEXT_AT_RESPONSE, ns)
+            return [(ns, head + body + _slot(f[3:17]))]
+        if tag == "X":
+            ns, head = self._ring_head(Kind.RSP_EXIT, f)
+            t0, rid, found_idx, end = (int(x) for x in rest[:4])
+            return [(ns, head + _BODY[Kind.RSP_EXIT].pack(t0, rid, found_idx, end))]
+        if tag in ("M", "I"):
+            kind = Kind.CONSUME if tag == "M" else Kind.NOTIFY
+            ns, head = self._ring_head(kind, f)
+            if kind == Kind.CONSUME:
+                body = _BODY[kind].pack(*(int(x) for x in rest[:4]), int(rest[4]))
+            else:
+                body = _BODY[kind].pack(*(int(x) for x in rest[:4]))
+            return [(ns, head + body)]
+        if tag == "R":
+            ns, head = self._ring_head(Kind.RING, f)
+            pvt, cons, rprod, sprod, pages, reason = (int(x) for x in rest[:6])
+            sring = int(rest[6], 16)
+            counters = [int(x) for x in rest[7:11]]
+            body = _BODY[Kind.RING].pack(pvt, cons, rprod, sprod, pages, reason, sring, *counters)
+            return [(ns, head + body)]
+        if tag == "D":
+            ns, head = self._ring_head(Kind.DISCONNECT, f)
+            pvt, cons, rprod, sprod = (int(x) for x in rest[:4])
+            sring = int(rest[4], 16)
+            # consumed and not answered: the I/O the backend still holds
+            inflight = (cons - pvt) & 0xFFFFFFFF
+            body = _BODY[Kind.DISCONNECT].pack(pvt, cons, rprod, sprod, inflight, 0, sring)
+            self._dumps[(ns, int(f[4], 16))] = head
+            return [(ns, head + body)]
+        if tag == "S":
+            ns, ring, idx = int(f[1]), int(f[3], 16), int(f[4])
+            head = self._dumps[(ns, ring)]
+            head = bytes([Kind.SLOT]) + head[1:]
+            body = _BODY[Kind.SLOT].pack(idx, SlotWhy.AT_DISCONNECT, ns)
+            return [(ns, head + body + _slot(f[5:19]))]
+        if tag == "P":
+            ns, cpu, tid, domid = int(f[1]), int(f[2]), int(f[3]), int(f[4])
+            nodename = f[5]
+            event, fe, be, flags = (int(x) for x in f[6:10])
+            key = nodename_key(nodename)
+            vdev = key[1] if key else UNKNOWN_U32
+            head = _HEAD.pack(
+                Kind.XENBUS, 0, _u16(domid), _u32(vdev), UNKNOWN_U16, cpu, tid, 0, 0, 0
+            )
+            body = _BODY[Kind.XENBUS].pack(event, fe, be, flags) + nodename.encode()
+            return [(ns, head + body)]
+        if tag == "Q":
+            ns, cpu, tid = int(f[1]), int(f[2]), int(f[3])
+            blkif, domid, vdev, ret = int(f[4], 16), int(f[5]), int(f[6]), int(f[7])
+            head = _HEAD.pack(
+                Kind.DISCONNECT_RET, 0, _u16(domid), _u32(vdev), UNKNOWN_U16, cpu, tid, blkif, 0, 0
+            )
+            return [(ns, head + _BODY[Kind.DISCONNECT_RET].pack(ret, 0))]
+        if tag == "U":
+            ns, head = self._ring_head(Kind.UNMAP, f)
+            return [(ns, head + _BODY[Kind.UNMAP].pack(int(rest[0]), 0))]
+        if tag == "B" and len(f) == 2:
+            self.begin_ns = int(f[1])
+            return []
+        if tag == "Z" and len(f) == 2:
+            self.end_ns = int(f[1])
+            return []
+        raise ValueError(f"unknown line kind {tag!r}")
+
+
+def slot_bytes(record: bytes) -> bytes:
+    """The slot bytes at the end of a RSP_ENTRY or SLOT record."""
+    return record[-SLOT_BYTES:]
+
+
+__all__ = ["LineDecoder", "Record", "nodename_key", "slot_bytes"]

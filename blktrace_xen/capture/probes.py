@@ -1,0 +1,422 @@
+"""The bpftrace program of ``blktrace-xen capture``: which xen-blkback functions it probes and why.
+
+Every probe is declared once here with the kernel function it attaches to, what
+it records and what is lost when that function cannot be traced on a kernel
+(inlined away, renamed). :func:`program` writes the bpftrace source from the
+probes that are available; :mod:`blktrace_xen.capture.lines` reads its output.
+
+Why the request bytes are read at ``make_response`` entry (checked on the real
+Xen 4.17 lab, docs/capture.md): the frontend may reuse a slot only after it has
+consumed the response written there, and the backend writes response ``k`` into
+slot ``k``, so until ``make_response`` writes index ``k`` the slot still holds
+*request* ``k`` exactly as the frontend wrote it. Each call reads slots ``k``
+(its private producer at entry) and ``k + 1``; its exit finds the index its
+response really went to (two completions may race for the ring lock, the entry
+reads happen before the lock). The request of index ``j`` is then the entry read
+of slot ``j`` by the very call that wrote response ``j``: nobody else writes
+slot ``j`` before that call does.
+
+Layouts the program relies on (Linux ``drivers/block/xen-blkback/common.h``,
+read through the module's BTF, so offsets are the kernel's own): the ring's
+``blk_rings.common`` (``rsp_prod_pvt``, ``req_cons``, ``nr_ents``, ``sring``),
+``blkif`` (``domid``, ``handle`` = the vdev, ``blk_protocol``, ``rings``,
+``nr_rings``, ``nr_ring_pages``), the per-ring counters ``st_*_req``; the shared
+ring's 64-byte header and its entries (112 bytes; 108 for ``x86_32-abi``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MODULE: Final = "xen_blkback"
+# Words read per slot: 112 bytes covers an x86_64 entry and an x86_32 one (108)
+# plus 4 bytes of the next entry, which the decoder drops.
+SLOT_WORDS: Final = 14
+# Slots dumped per ring at disconnect (requests published but never answered);
+# a larger backlog is reported as cut, never silently dropped.
+DUMP_SLOTS: Final = 64
+# Rings read per device (multi-queue) at connect and disconnect.
+MAX_QUEUES: Final = 8
+NOT_FOUND: Final = 0xFFFFFFFF
+
+# The fields every ring line starts with after "<kind> <ns> <cpu> <tid>":
+# ring address, domid, vdev, queue, protocol, nr_ents.
+_RING = (
+    "(uint64)$r, (uint64)$r->blkif->domid, (uint64)$r->blkif->handle, "
+    "((uint64)$r - (uint64)$r->blkif->rings) / sizeof(struct xen_blkif_ring), "
+    "(uint64)$r->blkif->blk_protocol, (uint64)$r->blk_rings.common.nr_ents"
+)
+_RING_FMT = "%llx %llu %llu %llu %llu %llu"
+_HEAD_FMT = "%llu %u %u"
+_HEAD = "nsecs, cpu, tid"
+_SLOT_FMT = " ".join(["%llx"] * SLOT_WORDS)
+# Replaced by program(): the sysfs flags only exist when their probes do.
+_FLAGS = "@@FLAGS@@"
+_ES = "$es = $r->blkif->blk_protocol == 2 ? (uint64)108 : (uint64)112;"
+_GEOM = "$c = (uint64)$r->blk_rings.common.sring; $n = (uint64)$r->blk_rings.common.nr_ents; " + _ES
+
+
+def _slot(ptr: str) -> str:
+    return ", ".join(f"*(uint64 *)({ptr} + {8 * i})" for i in range(SLOT_WORDS))
+
+
+def _indices() -> str:
+    return (
+        "(uint64)$r->blk_rings.common.rsp_prod_pvt, (uint64)$r->blk_rings.common.req_cons, "
+        "(uint64)$r->blk_rings.common.sring->req_prod, (uint64)$r->blk_rings.common.sring->rsp_prod"
+    )
+
+
+def _counters() -> str:
+    return "$r->st_rd_req, $r->st_wr_req, $r->st_f_req, $r->st_ds_req"
+
+
+def _for_rings(blkif: str, body: str, queues: int = MAX_QUEUES) -> str:
+    return (
+        f"$b = {blkif}; $i = (uint64)0;\n"
+        f"  unroll({queues}) {{\n"
+        "    if ($i < (uint64)$b->nr_rings) {\n"
+        "      $r = (struct xen_blkif_ring *)((uint64)$b->rings + "
+        "$i * sizeof(struct xen_blkif_ring));\n"
+        f"      {body}\n"
+        "    }\n"
+        "    $i = $i + 1;\n"
+        "  }"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One probe of the program: where it attaches and what it gives."""
+
+    name: str
+    function: str  # the xen_blkback function (or kernel function for kprobes)
+    module: str | None  # None: a vmlinux function
+    required: bool
+    records: str  # what it records (docs/capture.md)
+    lost_without: str  # what a capture lacks when the function cannot be traced
+    text: str
+
+    @property
+    def attach_points(self) -> tuple[str, ...]:
+        """The probe points of its text, as bpftrace names them in its errors."""
+        heads = ("kfunc:", "kretfunc:", "kprobe:", "kretprobe:")
+        return tuple(
+            ln.split("{")[0].strip() for ln in self.text.splitlines() if ln.startswith(heads)
+        )
+
+
+_RSP_ENTRY = Probe(
+    name="response-entry",
+    function="make_response",
+    module=MODULE,
+    required=True,
+    records="every response (id, op, status) and the request bytes of slots k and k+1",
+    lost_without="everything: no request or response can be recorded",
+    text=f"""kfunc:{MODULE}:make_response
+{{
+  $r = args->ring; {_GEOM}
+  $k = (uint64)$r->blk_rings.common.rsp_prod_pvt;
+  $p = $c + 64 + ($k & ($n - 1)) * $es;
+  $d = @depth[tid]; @depth[tid] = $d + 1;
+  $t = nsecs; @entry_t[tid, $d] = $t; @entry_k[tid, $d] = $k;
+  printf("E {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %lld %llu %llu {_SLOT_FMT}\\n",
+    $t, cpu, tid, {_RING}, {_indices()}, (int64)args->st, (uint64)args->op, args->id,
+    {_slot("$p")});
+  $q = $c + 64 + (($k + 1) & ($n - 1)) * $es;
+  printf("F %llu %u {_SLOT_FMT}\\n", $t, tid, {_slot("$q")});
+}}
+""",
+)
+
+# The same probe without the second slot read: for a kernel whose verifier refuses the
+# larger program (a request that loses a two-deep completion race then has no bytes).
+RSP_ENTRY_LEAN: Final = Probe(
+    name="response-entry",
+    function="make_response",
+    module=MODULE,
+    required=True,
+    records="every response (id, op, status) and the request bytes of slot k",
+    lost_without=_RSP_ENTRY.lost_without,
+    text=_RSP_ENTRY.text[: _RSP_ENTRY.text.index("  $q = ")] + "}\n",
+)
+
+_RSP_EXIT = Probe(
+    name="response-exit",
+    function="make_response",
+    module=MODULE,
+    required=True,
+    records="the ring index each response was written at",
+    lost_without="everything: no request or response can be recorded",
+    text=f"""kretfunc:{MODULE}:make_response
+{{
+  $r = args->ring; {_GEOM}
+  $d = @depth[tid] - 1;
+  $t0 = @entry_t[tid, $d]; $j = (uint64)@entry_k[tid, $d];
+  delete(@entry_t[tid, $d]); delete(@entry_k[tid, $d]);
+  if ($d <= 0) {{ delete(@depth[tid]); }} else {{ @depth[tid] = $d; }}
+  $end = (uint64)$r->blk_rings.common.rsp_prod_pvt;
+  $found = (uint64){NOT_FOUND};
+  if ($t0 == 0) {{ $j = $end; }}
+  unroll(8) {{
+    if ($found == {NOT_FOUND} && $j != $end) {{
+      $a = $c + 64 + ($j & ($n - 1)) * $es;
+      if (*(uint64 *)$a == args->id && (uint64)*(uint8 *)($a + 8) == (uint64)args->op) {{
+        $found = $j;
+      }}
+      $j = ($j + 1) & 0xffffffff;
+    }}
+  }}
+  printf("X {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu\\n",
+    {_HEAD}, {_RING}, $t0, args->id, $found, $end);
+}}
+""",
+)
+
+_CONSUME = Probe(
+    name="consume",
+    function="xen_blkbk_map",
+    module=MODULE,
+    required=False,
+    records="when each read/write/flush request was consumed (req_cons) and its grants mapped",
+    lost_without="consume times (consumed_ns null) and per-ring counters at first sight",
+    text=f"""kfunc:{MODULE}:xen_blkbk_map
+{{
+  $r = args->ring;
+  printf("M {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %lld\\n",
+    {_HEAD}, {_RING}, {_indices()}, (int64)args->num);
+  if (@seen[(uint64)$r] == 0) {{
+    @seen[(uint64)$r] = 1;
+    printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
+      {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)3,
+      (uint64)$r->blk_rings.common.sring, {_counters()});
+  }}
+}}
+""",
+)
+
+_NOTIFY = Probe(
+    name="notify",
+    function="xen_blkif_be_int",
+    module=MODULE,
+    required=False,
+    records="each event-channel kick from the frontend with the ring's indices",
+    lost_without="the earliest sight of a request before it is consumed",
+    text=f"""kfunc:{MODULE}:xen_blkif_be_int
+{{
+  $r = (struct xen_blkif_ring *)args->dev_id;
+  printf("I {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu\\n", {_HEAD}, {_RING}, {_indices()});
+}}
+""",
+)
+
+_FRONTEND = Probe(
+    name="frontend-changed",
+    function="frontend_changed",
+    module=MODULE,
+    required=False,
+    records="every frontend xenbus state the backend reacts to",
+    lost_without="frontend state changes",
+    text=f"""kfunc:{MODULE}:frontend_changed
+{{
+  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)args->dev->otherend_id,
+    str(args->dev->nodename), (uint64)1, (uint64)args->frontend_state, (uint64)255,
+    {_FLAGS});
+}}
+""",
+)
+
+# read_per_ring_refs maps one ring (connect_ring calls it per queue); at its
+# return the ring is live. (Reaching the rings from frontend_changed's device
+# goes through struct device, which bpftrace 0.17 cannot cast through here.)
+_CONNECT = Probe(
+    name="connect",
+    function="read_per_ring_refs",
+    module=MODULE,
+    required=False,
+    records="each ring as mapped at connect: indices, order, protocol, counters",
+    lost_without="ring connects (ring_map) and counters of new rings",
+    text=f"""kretfunc:{MODULE}:read_per_ring_refs
+/retval == 0/
+{{
+  $r = args->ring;
+  printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
+    {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)1,
+    (uint64)$r->blk_rings.common.sring, {_counters()});
+}}
+""",
+)
+
+_PROBE = Probe(
+    name="probe",
+    function="xen_blkbk_probe",
+    module=MODULE,
+    required=False,
+    records="a backend device created (and whether by a sysfs bind)",
+    lost_without="backend creation and binds",
+    text=f"""kfunc:{MODULE}:xen_blkbk_probe
+{{
+  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)args->dev->otherend_id,
+    str(args->dev->nodename), (uint64)2, (uint64)255, (uint64)255,
+    {_FLAGS});
+}}
+""",
+)
+
+_REMOVE = Probe(
+    name="remove",
+    function="xen_blkbk_remove",
+    module=MODULE,
+    required=False,
+    records="a backend device removed (and whether by a sysfs unbind)",
+    lost_without="backend removal and unbinds",
+    text=f"""kfunc:{MODULE}:xen_blkbk_remove
+{{
+  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)args->dev->otherend_id,
+    str(args->dev->nodename), (uint64)3, (uint64)255, (uint64)255,
+    {_FLAGS});
+}}
+""",
+)
+
+# The sysfs bind/unbind handlers run the driver's probe/remove synchronously in
+# the writing task: a flag per task tells an unbind from a device going away.
+_SYSFS = Probe(
+    name="sysfs-bind",
+    function="unbind_store",
+    module=None,
+    required=False,
+    records="whether a probe/remove ran under a sysfs bind/unbind",
+    lost_without="the distinction between an unbind and a removal (both recorded as removal)",
+    text="""kprobe:unbind_store { @unbinding[tid] = 1; }
+kretprobe:unbind_store { delete(@unbinding[tid]); }
+kprobe:bind_store { @binding[tid] = 1; }
+kretprobe:bind_store { delete(@binding[tid]); }
+""",
+)
+
+_D_LINES = (
+    f'printf("D %llu %u %u {_RING_FMT} %llu %llu %llu %llu %llx\\n", $t, cpu, tid, {_RING},\n'
+    f"        {_indices()}, (uint64)$r->blk_rings.common.sring);\n"
+    f"      {_GEOM}\n"
+    "      if ($c != 0) {\n"
+    "        $j = (uint64)$r->blk_rings.common.rsp_prod_pvt;\n"
+    "        $e = (uint64)$r->blk_rings.common.sring->req_prod;\n"
+    "        $m = (uint64)0;\n"
+    f"        while ($j != $e && $m < {DUMP_SLOTS}) {{\n"
+    "          $p = $c + 64 + ($j & ($n - 1)) * $es;\n"
+    f'          printf("S %llu %u %llx %llu {_SLOT_FMT}\\n", $t, tid, (uint64)$r, $j,\n'
+    f"            {_slot('$p')});\n"
+    "          $j = ($j + 1) & 0xffffffff; $m = $m + 1;\n"
+    "        }\n"
+    "      }"
+)
+_DISCONNECT_BODY = _for_rings("args->blkif", _D_LINES, queues=4)
+
+_DISCONNECT = Probe(
+    name="disconnect",
+    function="xen_blkif_disconnect",
+    module=MODULE,
+    required=False,
+    records="disconnects with each ring's indices and in-flight count, and the bytes of every "
+    "request published but not answered",
+    lost_without="disconnects, and the requests never answered",
+    text=f"""kfunc:{MODULE}:xen_blkif_disconnect
+{{
+  $t = nsecs;
+  {_DISCONNECT_BODY}
+}}
+kretfunc:{MODULE}:xen_blkif_disconnect
+{{
+  printf("Q {_HEAD_FMT} %llx %llu %llu %lld\\n", {_HEAD}, (uint64)args->blkif,
+    (uint64)args->blkif->domid, (uint64)args->blkif->handle, (int64)retval);
+}}
+""",
+)
+
+_UNMAP = Probe(
+    name="unmap",
+    function="xen_blkbk_unmap_prepare",
+    module=MODULE,
+    required=False,
+    records="grants unmapped per ring (non-persistent grants)",
+    lost_without="grant unmap counts",
+    text=f"""kretfunc:{MODULE}:xen_blkbk_unmap_prepare
+/retval > 0/
+{{
+  $r = args->ring;
+  printf("U {_HEAD_FMT} {_RING_FMT} %llu\\n", {_HEAD}, {_RING}, (uint64)retval);
+}}
+""",
+)
+
+PROBES: Final = (
+    _RSP_ENTRY,
+    _RSP_EXIT,
+    _CONSUME,
+    _NOTIFY,
+    _FRONTEND,
+    _CONNECT,
+    _PROBE,
+    _REMOVE,
+    _SYSFS,
+    _DISCONNECT,
+    _UNMAP,
+)
+
+
+def traceable(available: set[str], probe: Probe) -> bool:
+    """Whether ``probe``'s function is among ``available`` (lines of available_filter_functions)."""
+    want = f"{probe.function} [{probe.module}]" if probe.module else probe.function
+    return want in available
+
+
+def probe_at_line(probes: tuple[Probe, ...], line: int) -> Probe | None:
+    """The probe whose text holds ``line`` (1-based) of ``program(probes)``: bpftrace errors
+    name a line, so a program refused there can go on without that probe."""
+    at = program_header_lines()
+    for p in PROBES:
+        if p not in probes:
+            continue
+        n = p.text.count("\n")
+        if at < line <= at + n:
+            return p
+        at += n
+    return None
+
+
+def program_header_lines() -> int:
+    return _HEADER.count("\n")
+
+
+_HEADER: Final = (
+    "// generated by blktrace-xen capture (blktrace_xen/capture/probes.py)\n"
+    'BEGIN { printf("B %llu\\n", nsecs); }\n'
+)
+
+
+def program(probes: tuple[Probe, ...]) -> str:
+    """The bpftrace source for ``probes`` (in :data:`PROBES` order)."""
+    head = _HEADER
+    # END clears the bookkeeping maps so bpftrace's exit dump prints nothing.
+    end = "END { clear(@depth); clear(@entry_t); clear(@entry_k); clear(@seen);"
+    if _SYSFS in probes:
+        end += " clear(@unbinding); clear(@binding);"
+    end += ' printf("Z %llu\\n", nsecs); }\n'
+    flags = "(uint64)(@unbinding[tid] + 2 * @binding[tid])" if _SYSFS in probes else "(uint64)0"
+    body = "".join(p.text for p in PROBES if p in probes).replace(_FLAGS, flags)
+    return head + body + end
+
+
+__all__ = [
+    "DUMP_SLOTS",
+    "MODULE",
+    "NOT_FOUND",
+    "PROBES",
+    "RSP_ENTRY_LEAN",
+    "SLOT_WORDS",
+    "Probe",
+    "probe_at_line",
+    "program",
+]
