@@ -215,6 +215,52 @@ def test_a_race_puts_the_request_in_the_next_slot(tmp_path: Path) -> None:
     assert s.io["outcome"].to_list() == ["completed", "completed"]
 
 
+def test_a_race_without_exit_probes_keeps_bytes_and_leaves_the_index_unknown(
+    tmp_path: Path,
+) -> None:
+    """Without the exit probe, two entries that read the same k raced: both requests keep
+    their exact bytes (the second racer's read of slot k shows the first one's response
+    and is set aside), and the two responses' ring indices are unknown, not guessed."""
+    response_7 = _words(7, 1)  # the response to id 7 written over slot 10: id, op 1, status 0
+    lines = [
+        f"R 1000 0 50 {RING} 10 10 10 10 1 1 ffffc90000000000 0 0 0 0",
+        f"E 2000 1 60 {RING} 10 12 12 10 0 1 7 {_request(1, 1, 7, 800)}",
+        f"F 2000 60 {_request(0, 1, 8, 1600)}",
+        f"E 2001 0 61 {RING} 10 12 12 10 0 0 8 {response_7}",
+        f"F 2001 61 {_request(0, 1, 8, 1600)}",
+        f"E 3000 0 61 {RING} 12 13 13 12 0 1 9 {_request(1, 1, 9, 2400)}",
+    ]
+    fake = _fake_bpftrace(tmp_path, lines)
+    out = tmp_path / "race.pcapng"
+    agent.run_capture(out, seconds=0.3, bpftrace=str(fake), probes=PROBES)
+    s = load_streams([out])
+    req = s.requests.sort("idx")
+    assert req["idx"].to_list() == [10, 11, 12]
+    assert req["id"].to_list() == [7, 8, 9] and req["sector_number"].to_list() == [800, 1600, 2400]
+    rsp = s.responses.sort("ns")
+    assert rsp["idx"].to_list() == [None, None, 12]
+    assert s.io["outcome"].to_list() == ["completed"] * 3
+    summary = s.meta["inputs"][0]["agent"]
+    assert summary["responses_raced"] == 2 and summary["responses_index_unknown"] == 2
+    assert summary["request_bytes_missing"] == 0
+
+
+def test_xenbus_states_of_vbds_only() -> None:
+    dec = LineDecoder()
+    recs = [
+        *dec.feed("V 10 0 5 /local/domain/3/device/vbd/51728 4"),
+        *dec.feed("V 11 0 5 /local/domain/3/device/vif/0 4"),
+        *dec.feed("W 12 0 5 backend/vbd/3/51728 5"),
+        *dec.feed("W 13 0 5 backend/vif/3/0 5"),
+    ]
+    t = agent_tables(recs)
+    xb = t.get(Kind.XENBUS)
+    assert xb["domid"].to_list() == [3, 3] and xb["vdev"].to_list() == [51728, 51728]
+    assert xb["frontend_state"].to_list() == [4, 255]
+    assert xb["backend_state"].to_list() == [255, 5]
+    assert dec.unparsed == 0
+
+
 def test_agent_refuses_when_bpftrace_cannot_attach(tmp_path: Path) -> None:
     fake = _fake_bpftrace(tmp_path, [], attach=False)
     with pytest.raises(CaptureError, match="could not attach"):
@@ -331,3 +377,10 @@ def test_tshark_reads_an_agent_capture(tmp_path: Path) -> None:
         check=True,
     )
     assert res.stdout.split().count("blkback-agent") == n
+
+
+def test_docs_probe_table_is_current() -> None:
+    from blktrace_xen.capture.probes import probes_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "capture.md").read_text()
+    assert probes_table() in doc, "run: python -m blktrace_xen.capture.probes --write"

@@ -378,9 +378,11 @@ _DROP_ORDER: Final = (
     "unmap",
     "sysfs-bind",
     "frontend-changed",
+    "backend-state",
     "probe",
     "remove",
     "notify",
+    "response-exit",
     "consume",
 )
 _LINE_RE: Final = re.compile(r"\.bt:(\d+):")

@@ -21,6 +21,7 @@ from blktrace_xen.structs.agentcap import (
     UNKNOWN_U32,
     Kind,
     SlotWhy,
+    XenbusEvent,
 )
 
 _HEAD: Final = struct.Struct(HEAD_FMT)
@@ -47,8 +48,28 @@ def _u32(v: int) -> int:
 def nodename_key(nodename: str) -> tuple[int, int] | None:
     """(domid, vdev) of a backend node name ``backend/vbd/<domid>/<vdev>``."""
     parts = nodename.strip("/").split("/")
-    if len(parts) >= 4 and parts[-3] == "vbd" and parts[-2].isdigit() and parts[-1].isdigit():
+    if (
+        len(parts) >= 4
+        and parts[-4] == "backend"
+        and parts[-3] == "vbd"
+        and parts[-2].isdigit()
+        and parts[-1].isdigit()
+    ):
         return int(parts[-2]), int(parts[-1])
+    return None
+
+
+def frontend_key(path: str) -> tuple[int, int] | None:
+    """(domid, vdev) of a frontend path ``/local/domain/<domid>/device/vbd/<vdev>``."""
+    parts = path.strip("/").split("/")
+    if (
+        len(parts) == 6
+        and parts[:2] == ["local", "domain"]
+        and parts[3:5] == ["device", "vbd"]
+        and parts[2].isdigit()
+        and parts[5].isdigit()
+    ):
+        return int(parts[2]), int(parts[5])
     return None
 
 
@@ -157,6 +178,25 @@ class LineDecoder:
             )
             body = _BODY[Kind.XENBUS].pack(event, fe, be, flags) + nodename.encode()
             return [(ns, head + body)]
+        if tag in ("V", "W"):
+            # a xenbus state: V the frontend's as the backend read it, W the backend's own
+            ns, cpu, tid, path, state = int(f[1]), int(f[2]), int(f[3]), f[4], int(f[5])
+            key = frontend_key(path) if tag == "V" else nodename_key(path)
+            if key is None:
+                return []  # another driver's device (netback, ...)
+            event = XenbusEvent.FRONTEND_CHANGED if tag == "V" else XenbusEvent.BACKEND_STATE
+            fe, be = (state, 255) if tag == "V" else (255, state)
+            head = _HEAD.pack(
+                Kind.XENBUS, 0, _u16(key[0]), _u32(key[1]), UNKNOWN_U16, cpu, tid, 0, 0, 0
+            )
+            return [
+                (
+                    ns,
+                    head
+                    + _BODY[Kind.XENBUS].pack(event, fe & 0xFFFFFFFF, be & 0xFFFFFFFF, 0)
+                    + path.encode(),
+                )
+            ]
         if tag == "Q":
             ns, cpu, tid = int(f[1]), int(f[2]), int(f[3])
             blkif, domid, vdev, ret = int(f[4], 16), int(f[5]), int(f[6]), int(f[7])
@@ -181,4 +221,4 @@ def slot_bytes(record: bytes) -> bytes:
     return record[-SLOT_BYTES:]
 
 
-__all__ = ["LineDecoder", "Record", "nodename_key", "slot_bytes"]
+__all__ = ["LineDecoder", "Record", "frontend_key", "nodename_key", "slot_bytes"]

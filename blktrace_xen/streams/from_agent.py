@@ -17,6 +17,7 @@ What each column rests on (docs/capture.md, docs/streams.md):
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Final
 
 import numpy as np
@@ -88,8 +89,19 @@ def _tsc_expr(
     return pl.Series("tsc", np.round(out)).cast(pl.UInt64, strict=False)
 
 
+# Completions that read the same private producer within this long raced for the ring
+# lock (the read is a few microseconds before the lock); a ring restarted on the same
+# backend instance reaches the same index again only much later.
+_RACE_NS: Final = 1_000_000
+
+
 def _responses(t: AgentTables) -> pl.DataFrame:
-    """Entries joined to their exits (same thread, same entry time)."""
+    """Entries joined to their exits (same thread, same entry time), with the response's index.
+
+    The index is the exit's finding; without one (no exit probe, or the capture
+    ended mid-call) it is the entry's private producer ``k`` when no other call on
+    the ring read the same ``k`` at the same time, and unknown (null) when one did.
+    """
     entries = t.get(Kind.RSP_ENTRY)
     exits = t.get(Kind.RSP_EXIT)
     ent = entries.select(
@@ -113,9 +125,71 @@ def _responses(t: AgentTables) -> pl.DataFrame:
         "tid",
         "ring",
         pl.col("idx").alias("found"),
-        pl.col("id").alias("exit_id"),
     ).filter(pl.col("entry_ns") != 0)
-    return ent.join(ex, on=["entry_ns", "tid", "ring"], how="left")
+    out = ent.join(ex, on=["entry_ns", "tid", "ring"], how="left")
+    out = out.sort(["ring", "k", "entry_ns"]).with_columns(
+        (pl.col("entry_ns").diff().over(["ring", "k"]).fill_null(_RACE_NS + 1) > _RACE_NS)
+        .cum_sum()
+        .over(["ring", "k"])
+        .alias("_cluster")
+    )
+    out = out.with_columns(pl.len().over(["ring", "k", "_cluster"]).alias("racers"))
+    found = pl.col("found").is_not_null() & (pl.col("found") != UNKNOWN_U32)
+    return out.with_columns(
+        pl.when(found)
+        .then(pl.col("found"))
+        .when(pl.col("racers") == 1)
+        .then(pl.col("k"))
+        .alias("idx"),
+        pl.coalesce("exit_ns", "entry_ns").alias("rsp_ns"),
+    ).sort("entry_ns")
+
+
+def _is_response_of(slot: bytes, members: list[dict[str, Any]]) -> bool:
+    """Whether ``slot`` reads as a response one of ``members`` wrote (id, op, status)."""
+    rid, op, st = struct.unpack_from("<QBxh", slot, 0)
+    return any((m["id"], m["operation"], m["status"]) == (rid, op, st) for m in members)
+
+
+def _raced_requests(rsp: pl.DataFrame, nexts: pl.DataFrame) -> tuple[list[dict[str, Any]], int]:
+    """Requests of indices whose responses raced: slot k and k+1 as the racers read them.
+
+    Each racer read slots k and k+1 before taking the lock; a read of slot k taken
+    after another racer wrote its response there shows that response and is set
+    aside. A race three or more deep leaves the indices past k+1 without bytes.
+    """
+    raced = rsp.filter(pl.col("idx").is_null())
+    if raced.height == 0:
+        return [], 0
+    raced = raced.join(nexts, on=["entry_ns", "tid", "ring"], how="left")
+    rows: list[dict[str, Any]] = []
+    missing = 0
+    for _, grp in raced.group_by(["ring", "k", "_cluster"], maintain_order=True):
+        members = grp.to_dicts()
+        first = members[0]
+        for off, col in ((0, "slot"), (1, "next_slot")):
+            reads = [m[col] for m in members if m[col] is not None]
+            good = [r for r in reads if not _is_response_of(r, members)]
+            if not good or any(g != good[0] for g in good):
+                missing += 1
+                continue
+            rows.append(
+                {
+                    "ring": first["ring"],
+                    "domid": first["domid"],
+                    "vdev": first["vdev"],
+                    "queue": first["queue"],
+                    "protocol": first["protocol"],
+                    "nr_ents": first["nr_ents"],
+                    "idx": (first["k"] + off) % _U32,
+                    "bytes": good[0],
+                    "answered_ns": min(m["rsp_ns"] for m in members),
+                    "unanswered": False,
+                    "consumed_at_disconnect": None,
+                }
+            )
+        missing += max(0, len(members) - 2)
+    return rows, missing
 
 
 def _request_rows(t: AgentTables, rsp: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -128,9 +202,10 @@ def _request_rows(t: AgentTables, rsp: pl.DataFrame) -> tuple[pl.DataFrame, int]
         .filter(pl.col("why") == SlotWhy.NEXT_AT_RESPONSE)
         .select(pl.col("entry_ns").cast(pl.Int64), "tid", "ring", pl.col("slot").alias("next_slot"))
     )
-    answered = rsp.filter(pl.col("found").is_not_null() & (pl.col("found") != UNKNOWN_U32))
-    answered = answered.with_columns(((pl.col("found") - pl.col("k")) % _U32).alias("off")).join(
-        nexts, on=["entry_ns", "tid", "ring"], how="left"
+    answered = (
+        rsp.filter(pl.col("idx").is_not_null())
+        .with_columns(((pl.col("idx") - pl.col("k")) % _U32).alias("off"))
+        .join(nexts, on=["entry_ns", "tid", "ring"], how="left")
     )
     slot = (
         pl.when(pl.col("off") == 0)
@@ -145,14 +220,18 @@ def _request_rows(t: AgentTables, rsp: pl.DataFrame) -> tuple[pl.DataFrame, int]
         "queue",
         "protocol",
         "nr_ents",
-        pl.col("found").alias("idx"),
+        "idx",
         slot.alias("bytes"),
-        pl.col("exit_ns").alias("answered_ns"),
+        pl.col("rsp_ns").alias("answered_ns"),
         pl.lit(False).alias("unanswered"),
         pl.lit(None, pl.Boolean).alias("consumed_at_disconnect"),
     )
     missing = got.filter(pl.col("bytes").is_null()).height
     got = got.filter(pl.col("bytes").is_not_null())
+    raced, raced_missing = _raced_requests(rsp, nexts)
+    if raced:
+        got = pl.concat([got, pl.DataFrame(raced, schema=got.schema)])
+    missing += raced_missing
     # never answered: read at a disconnect; consumed if below the backend's req_cons then
     disc = (
         t.get(Kind.DISCONNECT)
@@ -290,8 +369,23 @@ def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
     xb = t.get(Kind.XENBUS)
     if xb.height:
         ev = pl.col("event")
+        # the core re-reads a state it already reported (probe, connect): keep changes only
+        xb = (
+            xb.with_columns(
+                pl.when(ev == XenbusEvent.BACKEND_STATE)
+                .then(pl.col("backend_state"))
+                .otherwise(pl.col("frontend_state"))
+                .alias("_state")
+            )
+            .with_columns(pl.col("_state").shift(1).over(["domid", "vdev", "event"]).alias("_prev"))
+            .filter(
+                ~ev.is_in([XenbusEvent.FRONTEND_CHANGED, XenbusEvent.BACKEND_STATE])
+                | pl.col("_prev").is_null()
+                | (pl.col("_prev") != pl.col("_state"))
+            )
+        )
         kind = (
-            pl.when(ev == XenbusEvent.FRONTEND_CHANGED)
+            pl.when(ev.is_in([XenbusEvent.FRONTEND_CHANGED, XenbusEvent.BACKEND_STATE]))
             .then(pl.lit("xenbus_state"))
             .when((ev == XenbusEvent.REMOVE) & ((pl.col("flags") & UNDER_UNBIND) != 0))
             .then(pl.lit("unbind"))
@@ -300,11 +394,9 @@ def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
         )
         detail = (
             pl.when(ev == XenbusEvent.FRONTEND_CHANGED)
-            .then(
-                pl.format(
-                    "blkback frontend_changed on {} (backend state {})", "nodename", "backend_state"
-                )
-            )
+            .then(pl.format("frontend {} state read by the backend", "nodename"))
+            .when(ev == XenbusEvent.BACKEND_STATE)
+            .then(pl.format("backend {} switched state", "nodename"))
             .when(ev == XenbusEvent.REMOVE)
             .then(pl.format("xen_blkbk_remove of {} under a sysfs unbind", "nodename"))
             .otherwise(pl.format("xen_blkbk_probe of {} under a sysfs bind", "nodename"))
@@ -322,8 +414,8 @@ def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
                 .then(pl.lit("front"))
                 .otherwise(pl.lit("back"))
                 .alias("side"),
-                pl.when(ev == XenbusEvent.FRONTEND_CHANGED)
-                .then(pl.col("frontend_state").cast(pl.Int64))
+                pl.when(ev.is_in([XenbusEvent.FRONTEND_CHANGED, XenbusEvent.BACKEND_STATE]))
+                .then(pl.col("_state").cast(pl.Int64))
                 .alias("value"),
                 detail.alias("detail"),
             )
@@ -423,12 +515,12 @@ def agent_parts(
     abis = _abi_map(description)
     points = tsc_of(t.get(Kind.CLOCK))
     rsp = _responses(t)
-    responses = rsp.filter(pl.col("exit_ns").is_not_null()).select(
+    responses = rsp.select(
         *_key_cols(rsp),
         pl.lit(0, pl.UInt32).alias("session"),
-        pl.col("exit_ns").alias("ns"),
+        pl.col("rsp_ns").alias("ns"),
         pl.lit(None, pl.Int64).alias("consumed_ns"),
-        pl.when(pl.col("found") != UNKNOWN_U32).then(pl.col("found")).cast(pl.UInt32).alias("idx"),
+        pl.col("idx").cast(pl.UInt32),
         pl.col("id").cast(pl.UInt64),
         pl.col("operation").cast(pl.UInt8),
         pl.col("status").cast(pl.Int16),
@@ -499,9 +591,10 @@ def _summary(
         "records": t.count,
         "bad_records": t.bad,
         "lost_events": int(t.get(Kind.LOST)["count"].sum() or 0),
-        "responses": int(rsp.filter(pl.col("exit_ns").is_not_null()).height),
-        "responses_unfinished": int(rsp.filter(pl.col("exit_ns").is_null()).height),
-        "responses_index_unknown": int(rsp.filter(pl.col("found") == UNKNOWN_U32).height),
+        "responses": rsp.height,
+        "responses_without_exit": int(rsp.filter(pl.col("exit_ns").is_null()).height),
+        "responses_index_unknown": int(rsp.filter(pl.col("idx").is_null()).height),
+        "responses_raced": int(rsp.filter(pl.col("racers") > 1).height),
         "requests": int(rows.height),
         "requests_unanswered": int(rows.filter(pl.col("unanswered")).height) if rows.height else 0,
         "request_bytes_missing": missing,

@@ -59,9 +59,10 @@ class SlotWhy(IntEnum):
 class XenbusEvent(IntEnum):
     """What a XENBUS record reports."""
 
-    FRONTEND_CHANGED = 1
+    FRONTEND_CHANGED = 1  # the frontend's state as the backend read it
     PROBE = 2
     REMOVE = 3
+    BACKEND_STATE = 4  # the backend switched its own state
 
 
 class RingReason(IntEnum):
@@ -157,9 +158,9 @@ BODIES: Final[dict[Kind, Any]] = {
     Kind.XENBUS: Struct(
         "event" / Int32ul,  # XenbusEvent
         "frontend_state" / Int32ul,  # 255 when the event does not carry it
-        "backend_state" / Int32ul,
+        "backend_state" / Int32ul,  # 255 when the event does not carry it
         "flags" / Int32ul,  # UNDER_UNBIND | UNDER_BIND
-        "nodename" / GreedyBytes,  # backend/vbd/<domid>/<vdev>
+        "nodename" / GreedyBytes,  # backend/vbd/<domid>/<vdev>, or the frontend's path
     ),
     # inflight: req_cons - rsp_prod_pvt, the requests consumed and not yet answered
     Kind.DISCONNECT: Struct(*_INDICES, "inflight" / Int32sl, "pad" / Int32ul, "sring" / Int64ul),
