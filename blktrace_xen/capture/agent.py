@@ -382,7 +382,6 @@ _DROP_ORDER: Final = (
     "probe",
     "remove",
     "notify",
-    "response-exit",
     "consume",
 )
 _LINE_RE: Final = re.compile(r"\.bt:(\d+):")

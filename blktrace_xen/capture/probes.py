@@ -10,11 +10,15 @@ Xen 4.17 lab, docs/capture.md): the frontend may reuse a slot only after it has
 consumed the response written there, and the backend writes response ``k`` into
 slot ``k``, so until ``make_response`` writes index ``k`` the slot still holds
 *request* ``k`` exactly as the frontend wrote it. Each call reads slots ``k``
-(its private producer at entry) and ``k + 1``; its exit finds the index its
-response really went to (two completions may race for the ring lock, the entry
-reads happen before the lock). The request of index ``j`` is then the entry read
-of slot ``j`` by the very call that wrote response ``j``: nobody else writes
-slot ``j`` before that call does.
+(its private producer at entry) and ``k + 1``. Two completions on two CPUs may
+read the same ``k`` before either takes the ring lock; then one writes ``k``
+and the other ``k + 1``, and the reads of both slots by both calls are taken
+before either response lands there, except a racer's read of slot ``k`` taken
+after the winner's response was written, which reads as that response and is
+set aside (streams/from_agent.py). A response's index is ``k`` when no other
+call read the same ``k`` at the same time, and unknown when one did: a
+``kretfunc`` could tell, but bpftrace 0.17 cannot load fexit programs on
+xen-blkback (Linux 6.1, checked in the lab).
 
 Layouts the program relies on (Linux ``drivers/block/xen-blkback/common.h``,
 read through the module's BTF, so offsets are the kernel's own): the ring's
@@ -119,8 +123,7 @@ _RSP_ENTRY = Probe(
   $r = args->ring; {_GEOM}
   $k = (uint64)$r->blk_rings.common.rsp_prod_pvt;
   $p = $c + 64 + ($k & ($n - 1)) * $es;
-  $d = @depth[tid]; @depth[tid] = $d + 1;
-  $t = nsecs; @entry_t[tid, $d] = $t; @entry_k[tid, $d] = $k;
+  $t = nsecs;
   printf("E {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %lld %llu %llu {_SLOT_FMT}\\n",
     $t, cpu, tid, {_RING}, {_indices()}, (int64)args->st, (uint64)args->op, args->id,
     {_slot("$p")});
@@ -140,39 +143,6 @@ RSP_ENTRY_LEAN: Final = Probe(
     records="every response (id, op, status) and the request bytes of slot k",
     lost_without=_RSP_ENTRY.lost_without,
     text=_RSP_ENTRY.text[: _RSP_ENTRY.text.index("  $q = ")] + "}\n",
-)
-
-_RSP_EXIT = Probe(
-    name="response-exit",
-    function="make_response",
-    module=MODULE,
-    required=False,
-    records="the ring index each response was written at",
-    lost_without="the ring index of a response that raced another for the ring lock (left "
-    "unknown; its request's bytes are still exact)",
-    text=f"""kretfunc:{MODULE}:make_response
-{{
-  $r = args->ring; {_GEOM}
-  $d = @depth[tid] - 1;
-  $t0 = @entry_t[tid, $d]; $j = (uint64)@entry_k[tid, $d];
-  delete(@entry_t[tid, $d]); delete(@entry_k[tid, $d]);
-  if ($d <= 0) {{ delete(@depth[tid]); }} else {{ @depth[tid] = $d; }}
-  $end = (uint64)$r->blk_rings.common.rsp_prod_pvt;
-  $found = (uint64){NOT_FOUND};
-  if ($t0 == 0) {{ $j = $end; }}
-  unroll(8) {{
-    if ($found == {NOT_FOUND} && $j != $end) {{
-      $a = $c + 64 + ($j & ($n - 1)) * $es;
-      if (*(uint64 *)$a == args->id && (uint64)*(uint8 *)($a + 8) == (uint64)args->op) {{
-        $found = $j;
-      }}
-      $j = ($j + 1) & 0xffffffff;
-    }}
-  }}
-  printf("X {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu\\n",
-    {_HEAD}, {_RING}, $t0, args->id, $found, $end);
-}}
-""",
 )
 
 _CONSUME = Probe(
@@ -249,23 +219,27 @@ _BACKEND = Probe(
 """,
 )
 
-# read_per_ring_refs maps one ring (connect_ring calls it per queue); at its
-# return the ring is live. (Reaching the rings from frontend_changed's device
-# goes through struct device, which bpftrace 0.17 cannot cast through here.)
+# connect_ring maps every ring, then frontend_changed calls xen_update_blkif_status,
+# which writes the backend's Connected state: at its entry the rings are live. (No
+# kretfunc anywhere: bpftrace 0.17 on Linux 6.1 cannot load fexit programs on
+# xen-blkback's functions, checked in the lab; return values come from kretprobes.)
+_R_LINE = (
+    f'printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu '
+    '%llu\\n",\n'
+    f"        {_HEAD}, {_RING}, {_indices()}, (uint64)$b->nr_ring_pages, (uint64)1,\n"
+    f"        (uint64)$r->blk_rings.common.sring, {_counters()});"
+)
+
 _CONNECT = Probe(
     name="connect",
-    function="read_per_ring_refs",
+    function="xen_update_blkif_status",
     module=MODULE,
     required=False,
     records="each ring as mapped at connect: indices, order, protocol, counters",
     lost_without="ring connects (ring_map) and counters of new rings",
-    text=f"""kretfunc:{MODULE}:read_per_ring_refs
-/retval == 0/
+    text=f"""kfunc:{MODULE}:xen_update_blkif_status
 {{
-  $r = args->ring;
-  printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
-    {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)1,
-    (uint64)$r->blk_rings.common.sring, {_counters()});
+  {_for_rings("args->blkif", _R_LINE)}
 }}
 """,
 )
@@ -347,12 +321,16 @@ _DISCONNECT = Probe(
     text=f"""kfunc:{MODULE}:xen_blkif_disconnect
 {{
   $t = nsecs;
+  @disc_b[tid] = (uint64)args->blkif; @disc_d[tid] = (uint64)args->blkif->domid;
+  @disc_v[tid] = (uint64)args->blkif->handle;
   {_DISCONNECT_BODY}
 }}
-kretfunc:{MODULE}:xen_blkif_disconnect
+kretprobe:xen_blkif_disconnect
+/@disc_b[tid] != 0/
 {{
-  printf("Q {_HEAD_FMT} %llx %llu %llu %lld\\n", {_HEAD}, (uint64)args->blkif,
-    (uint64)args->blkif->domid, (uint64)args->blkif->handle, (int64)retval);
+  printf("Q {_HEAD_FMT} %llx %llu %llu %lld\\n", {_HEAD}, @disc_b[tid], @disc_d[tid],
+    @disc_v[tid], (int64)retval);
+  delete(@disc_b[tid]); delete(@disc_d[tid]); delete(@disc_v[tid]);
 }}
 """,
 )
@@ -364,18 +342,29 @@ _UNMAP = Probe(
     required=False,
     records="grants unmapped per ring (non-persistent grants)",
     lost_without="grant unmap counts",
-    text=f"""kretfunc:{MODULE}:xen_blkbk_unmap_prepare
-/retval > 0/
+    text=f"""kfunc:{MODULE}:xen_blkbk_unmap_prepare
 {{
   $r = args->ring;
-  printf("U {_HEAD_FMT} {_RING_FMT} %llu\\n", {_HEAD}, {_RING}, (uint64)retval);
+  @um_r[tid] = (uint64)$r; @um_d[tid] = (uint64)$r->blkif->domid;
+  @um_v[tid] = (uint64)$r->blkif->handle;
+  @um_q[tid] = ((uint64)$r - (uint64)$r->blkif->rings) / sizeof(struct xen_blkif_ring);
+  @um_p[tid] = (uint64)$r->blkif->blk_protocol; @um_n[tid] = (uint64)$r->blk_rings.common.nr_ents;
+}}
+kretprobe:xen_blkbk_unmap_prepare
+/@um_r[tid] != 0/
+{{
+  if (retval > 0) {{
+    printf("U {_HEAD_FMT} %llx %llu %llu %llu %llu %llu %llu\\n", {_HEAD}, @um_r[tid], @um_d[tid],
+      @um_v[tid], @um_q[tid], @um_p[tid], @um_n[tid], (uint64)retval);
+  }}
+  delete(@um_r[tid]); delete(@um_d[tid]); delete(@um_v[tid]); delete(@um_q[tid]);
+  delete(@um_p[tid]); delete(@um_n[tid]);
 }}
 """,
 )
 
 PROBES: Final = (
     _RSP_ENTRY,
-    _RSP_EXIT,
     _CONSUME,
     _NOTIFY,
     _FRONTEND,
@@ -423,7 +412,13 @@ def program(probes: tuple[Probe, ...]) -> str:
     """The bpftrace source for ``probes`` (in :data:`PROBES` order)."""
     head = _HEADER
     # END clears the bookkeeping maps so bpftrace's exit dump prints nothing.
-    end = "END { clear(@depth); clear(@entry_t); clear(@entry_k); clear(@seen);"
+    end = "END { clear(@seen);"
+    if _DISCONNECT in probes:
+        end += " clear(@disc_b); clear(@disc_d); clear(@disc_v);"
+    if _UNMAP in probes:
+        end += (
+            " clear(@um_r); clear(@um_d); clear(@um_v); clear(@um_q); clear(@um_p); clear(@um_n);"
+        )
     if _FRONTEND in probes:
         end += " clear(@xs_path); clear(@xs_on);"
     if _SYSFS in probes:
