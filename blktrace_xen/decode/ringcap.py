@@ -805,11 +805,15 @@ def ringcap_summary(path: str | Path) -> dict[str, Any]:
     warnings: list[str] = []
     xenstore_lines = 0
     ring_table = pl.DataFrame(schema=schema.RINGS_SCHEMA)
+    agent: list[tuple[int, bytes]] = []
+    description = ""
     for chunk in iter_ringcap_chunks(path):
         frames.append(chunk.snapshots)
         warnings.extend(chunk.warnings)
         xenstore_lines += chunk.xenstore.height
         ring_table = chunk.rings
+        agent.extend(chunk.agent)
+        description = chunk.agent_description or description
     snapshots = pl.concat(frames)
     rings = []
     for row in ring_table.iter_rows(named=True):
@@ -829,7 +833,7 @@ def ringcap_summary(path: str | Path) -> dict[str, Any]:
                 "rsp_prod_last": s["rsp_prod"][-1] if s.height else None,
             }
         )
-    return {
+    out: dict[str, Any] = {
         "format": "ringcap",
         "path": str(path),
         "rings": rings,
@@ -837,6 +841,63 @@ def ringcap_summary(path: str | Path) -> dict[str, Any]:
         "xenstore_lines": xenstore_lines,
         "warnings": warnings,
     }
+    if agent:
+        out["agent"] = _agent_summary(agent, description, str(path), warnings)
+    return out
+
+
+def _agent_summary(
+    records: list[tuple[int, bytes]], description: str, path: str, warnings: list[str]
+) -> dict[str, Any]:
+    from blktrace_xen.decode.agentcap import agent_tables
+    from blktrace_xen.structs.agentcap import AgentWhat, Kind
+
+    t = agent_tables(records, path)
+    warnings.extend(t.warnings)
+    lost = int(t.get(Kind.LOST)["count"].sum() or 0)
+    if lost:
+        warnings.append(f"ringcap: {path}: the capture agent lost {lost} events: incomplete")
+    notes = t.get(Kind.AGENT)
+    ns = [n for n, _ in records]
+    return {
+        "description": description,
+        "records": len(records),
+        "per_kind": {Kind(k).name.lower(): f.height for k, f in sorted(t.frames.items())},
+        "bad_records": t.bad,
+        "lost_events": lost,
+        "first_ns": min(ns),
+        "last_ns": max(ns),
+        "notes": [
+            f"{AgentWhat(int(w)).name.lower()}: {text}"
+            for w, text in zip(notes["what"].to_list(), notes["text"].to_list(), strict=True)
+        ],
+    }
+
+
+_AGENT_SKIP = frozenset({"ns", "kind", "protocol", "domid", "vdev", "queue", "_reserved", "_pad"})
+
+
+def _agent_dump_lines(cap: RingCapture) -> list[tuple[int, int, str]]:
+    """One line per agent record: its kind, ring and fields (slot bytes as hex)."""
+    from blktrace_xen.decode.agentcap import agent_tables
+    from blktrace_xen.structs.agentcap import Kind
+
+    out: list[tuple[int, int, str]] = []
+    for kind, frame in agent_tables(cap.agent, cap.path).frames.items():
+        name = Kind(kind).name.lower()
+        for r in frame.iter_rows(named=True):
+            ring = (
+                f"vbd/{r['domid']}/{r['vdev']}/q{r['queue']}"
+                if r["domid"] != 0xFFFF and r["queue"] != 0xFFFF
+                else (f"vbd/{r['domid']}/{r['vdev']}" if r["domid"] != 0xFFFF else "-")
+            )
+            fields = " ".join(
+                f"{k}={v.hex() if isinstance(v, bytes) else (hex(v) if k == 'ring' else v)}"
+                for k, v in r.items()
+                if k not in _AGENT_SKIP
+            )
+            out.append((r["ns"], 6, f"{r['ns']} agent {name} {ring} {fields}"))
+    return out
 
 
 def iter_ringcap_dump(path: str | Path) -> Iterator[str]:
@@ -896,6 +957,7 @@ def iter_ringcap_dump(path: str | Path) -> Iterator[str]:
                 f"{r['kind']} {r['producer']} {r['old']} -> {r['new']}",
             )
         )
+    lines += _agent_dump_lines(cap)
     lines.sort(key=lambda t: (t[0], t[1]))
     for w in cap.warnings:
         yield f"# warning: {w}"

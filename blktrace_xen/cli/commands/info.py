@@ -84,6 +84,17 @@ def _ringcap_lines(meta: dict[str, Any]) -> list[str]:
             f"backend d{r['backend_domid']}, {r['snapshots']} snapshots over {span:.3f} s, "
             f"req_prod {r['req_prod_first']}..{r['req_prod_last']}"
         )
+    agent = meta.get("agent")
+    if agent:
+        span = (agent["last_ns"] - agent["first_ns"]) / 1e9
+        kinds = ", ".join(f"{k} {n}" for k, n in agent["per_kind"].items())
+        lines += [
+            f"agent        {agent['records']} records over {span:.3f} s, lost events "
+            f"{agent['lost_events']}, bad records {agent['bad_records']}",
+            f"  {agent['description']}",
+            f"  {kinds}",
+            *(f"  {note}" for note in agent["notes"]),
+        ]
     return lines
 
 
