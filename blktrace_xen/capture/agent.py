@@ -373,12 +373,13 @@ class _AttachFailed(Exception):
 # the heavier optional probes go first, so a kernel that rejects one still gets
 # the exact core.
 _DROP_ORDER: Final = (
+    "disconnect-dump",
     "disconnect",
     "connect",
-    "unmap",
     "sysfs-bind",
     "frontend-changed",
     "backend-state",
+    "counters",
     "probe",
     "remove",
     "notify",
@@ -393,7 +394,10 @@ def _without_failed(attempt: tuple[Probe, ...], error: str) -> tuple[Probe, ...]
     culprit = probe_at_line(attempt, int(m.group(1))) if m else None
     if culprit is None:
         # the kernel refused one program: bpftrace names its attach point
-        culprit = next((p for p in attempt if any(a in error for a in p.attach_points)), None)
+        # several programs may share an attach point: the optional, later one goes first
+        named = [p for p in attempt if any(a in error for a in p.attach_points)]
+        optional = [p for p in named if not p.required]
+        culprit = (optional or named or [None])[-1]
     if culprit is None:
         culprit = next((p for n in _DROP_ORDER for p in attempt if p.name == n), None)
     if culprit is not None and culprit.name == "response-entry" and culprit is not RSP_ENTRY_LEAN:

@@ -82,7 +82,7 @@ class LineDecoder:
     begin_ns: int | None = None
     end_ns: int | None = None
     _entries: dict[tuple[int, int], tuple[bytes, int]] = field(default_factory=dict)
-    _dumps: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    _dumps: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     def feed(self, line: str) -> list[Record]:
         """The records of one output line (most lines give one; unknown lines none)."""
@@ -159,13 +159,14 @@ class LineDecoder:
             # consumed and not answered: the I/O the backend still holds
             inflight = (cons - pvt) & 0xFFFFFFFF
             body = _BODY[Kind.DISCONNECT].pack(pvt, cons, rprod, sprod, inflight, 0, sring)
-            self._dumps[(ns, int(f[4], 16))] = head
+            self._dumps[int(f[4], 16)] = (ns, head)
             return [(ns, head + body)]
         if tag == "S":
+            # a slot dumped at a disconnect, by a second program after the D lines' one
             ns, ring, idx = int(f[1]), int(f[3], 16), int(f[4])
-            head = self._dumps[(ns, ring)]
+            d_ns, head = self._dumps[ring]
             head = bytes([Kind.SLOT]) + head[1:]
-            body = _BODY[Kind.SLOT].pack(idx, SlotWhy.AT_DISCONNECT, ns)
+            body = _BODY[Kind.SLOT].pack(idx, SlotWhy.AT_DISCONNECT, d_ns)
             return [(ns, head + body + _slot(f[5:19]))]
         if tag == "P":
             ns, cpu, tid, domid = int(f[1]), int(f[2]), int(f[3]), int(f[4])

@@ -101,6 +101,7 @@ class Probe:
     records: str  # what it records (docs/capture.md)
     lost_without: str  # what a capture lacks when the function cannot be traced
     text: str
+    maps: tuple[str, ...] = ()  # the maps its text defines (END clears them)
 
     @property
     def attach_points(self) -> tuple[str, ...]:
@@ -151,20 +152,36 @@ _CONSUME = Probe(
     module=MODULE,
     required=False,
     records="when each read/write/flush request was consumed (req_cons) and its grants mapped",
-    lost_without="consume times (consumed_ns null) and per-ring counters at first sight",
+    lost_without="consume times (consumed_ns null)",
     text=f"""kfunc:{MODULE}:xen_blkbk_map
 {{
   $r = args->ring;
   printf("M {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %lld\\n",
     {_HEAD}, {_RING}, {_indices()}, (int64)args->num);
-  if (@seen[(uint64)$r] == 0) {{
-    @seen[(uint64)$r] = 1;
-    printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
-      {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)3,
-      (uint64)$r->blk_rings.common.sring, {_counters()});
-  }}
 }}
 """,
+)
+
+# A second program on make_response, so that the main one stays small: blkback's own
+# counters the first time the agent sees a ring answer (with the indices they match).
+_COUNTERS = Probe(
+    name="counters",
+    function="make_response",
+    module=MODULE,
+    required=False,
+    records="blkback's request counters of each ring when the agent first sees it answer",
+    lost_without="the counters that prove no request before or during the capture was missed",
+    text=f"""kfunc:{MODULE}:make_response
+/@seen[(uint64)args->ring] == 0/
+{{
+  $r = args->ring;
+  @seen[(uint64)$r] = 1;
+  printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
+    {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)3,
+    (uint64)$r->blk_rings.common.sring, {_counters()});
+}}
+""",
+    maps=("@seen",),
 )
 
 _NOTIFY = Probe(
@@ -194,6 +211,7 @@ _FRONTEND = Probe(
     required=False,
     records="every frontend xenbus state the backend reads (what blkback then reacts to)",
     lost_without="frontend state changes",
+    maps=("@xs_path", "@xs_on"),
     text="""kprobe:xenbus_read_driver_state { @xs_path[tid] = str(arg0); @xs_on[tid] = 1; }
 kretprobe:xenbus_read_driver_state
 /@xs_on[tid] == 1/
@@ -285,6 +303,7 @@ _SYSFS = Probe(
     required=False,
     records="whether a probe/remove ran under a sysfs bind/unbind",
     lost_without="the distinction between an unbind and a removal (both recorded as removal)",
+    maps=("@unbinding", "@binding"),
     text="""kprobe:unbind_store { @unbinding[tid] = 1; }
 kretprobe:unbind_store { delete(@unbinding[tid]); }
 kprobe:bind_store { @binding[tid] = 1; }
@@ -292,38 +311,39 @@ kretprobe:bind_store { delete(@binding[tid]); }
 """,
 )
 
-_D_LINES = (
+_D_LINE = (
     f'printf("D %llu %u %u {_RING_FMT} %llu %llu %llu %llu %llx\\n", $t, cpu, tid, {_RING},\n'
-    f"        {_indices()}, (uint64)$r->blk_rings.common.sring);\n"
-    f"      {_GEOM}\n"
+    f"        {_indices()}, (uint64)$r->blk_rings.common.sring);"
+)
+_S_LINES = (
+    f"{_GEOM}\n"
     "      if ($c != 0) {\n"
     "        $j = (uint64)$r->blk_rings.common.rsp_prod_pvt;\n"
     "        $e = (uint64)$r->blk_rings.common.sring->req_prod;\n"
     "        $m = (uint64)0;\n"
     f"        while ($j != $e && $m < {DUMP_SLOTS}) {{\n"
     "          $p = $c + 64 + ($j & ($n - 1)) * $es;\n"
-    f'          printf("S %llu %u %llx %llu {_SLOT_FMT}\\n", $t, tid, (uint64)$r, $j,\n'
+    f'          printf("S %llu %u %llx %llu {_SLOT_FMT}\\n", nsecs, tid, (uint64)$r, $j,\n'
     f"            {_slot('$p')});\n"
     "          $j = ($j + 1) & 0xffffffff; $m = $m + 1;\n"
     "        }\n"
     "      }"
 )
-_DISCONNECT_BODY = _for_rings("args->blkif", _D_LINES, queues=4)
 
 _DISCONNECT = Probe(
     name="disconnect",
     function="xen_blkif_disconnect",
     module=MODULE,
     required=False,
-    records="disconnects with each ring's indices and in-flight count, and the bytes of every "
-    "request published but not answered",
-    lost_without="disconnects, and the requests never answered",
+    records="disconnects with each ring's indices, and what xen_blkif_disconnect returned",
+    lost_without="disconnects",
+    maps=("@disc_b", "@disc_d", "@disc_v"),
     text=f"""kfunc:{MODULE}:xen_blkif_disconnect
 {{
   $t = nsecs;
   @disc_b[tid] = (uint64)args->blkif; @disc_d[tid] = (uint64)args->blkif->domid;
   @disc_v[tid] = (uint64)args->blkif->handle;
-  {_DISCONNECT_BODY}
+  {_for_rings("args->blkif", _D_LINE, queues=4)}
 }}
 kretprobe:xen_blkif_disconnect
 /@disc_b[tid] != 0/
@@ -335,36 +355,26 @@ kretprobe:xen_blkif_disconnect
 """,
 )
 
-_UNMAP = Probe(
-    name="unmap",
-    function="xen_blkbk_unmap_prepare",
+# A second program on xen_blkif_disconnect (after the first, whose D lines the slots
+# belong to): the bytes of every request published and not answered, before the ring
+# is unmapped.
+_DISCONNECT_DUMP = Probe(
+    name="disconnect-dump",
+    function="xen_blkif_disconnect",
     module=MODULE,
     required=False,
-    records="grants unmapped per ring (non-persistent grants)",
-    lost_without="grant unmap counts",
-    text=f"""kfunc:{MODULE}:xen_blkbk_unmap_prepare
+    records="the bytes of every request published but not answered at a disconnect",
+    lost_without="bytes of the requests never answered",
+    text=f"""kfunc:{MODULE}:xen_blkif_disconnect
 {{
-  $r = args->ring;
-  @um_r[tid] = (uint64)$r; @um_d[tid] = (uint64)$r->blkif->domid;
-  @um_v[tid] = (uint64)$r->blkif->handle;
-  @um_q[tid] = ((uint64)$r - (uint64)$r->blkif->rings) / sizeof(struct xen_blkif_ring);
-  @um_p[tid] = (uint64)$r->blkif->blk_protocol; @um_n[tid] = (uint64)$r->blk_rings.common.nr_ents;
-}}
-kretprobe:xen_blkbk_unmap_prepare
-/@um_r[tid] != 0/
-{{
-  if (retval > 0) {{
-    printf("U {_HEAD_FMT} %llx %llu %llu %llu %llu %llu %llu\\n", {_HEAD}, @um_r[tid], @um_d[tid],
-      @um_v[tid], @um_q[tid], @um_p[tid], @um_n[tid], (uint64)retval);
-  }}
-  delete(@um_r[tid]); delete(@um_d[tid]); delete(@um_v[tid]); delete(@um_q[tid]);
-  delete(@um_p[tid]); delete(@um_n[tid]);
+  {_for_rings("args->blkif", _S_LINES, queues=4)}
 }}
 """,
 )
 
 PROBES: Final = (
     _RSP_ENTRY,
+    _COUNTERS,
     _CONSUME,
     _NOTIFY,
     _FRONTEND,
@@ -374,7 +384,7 @@ PROBES: Final = (
     _REMOVE,
     _SYSFS,
     _DISCONNECT,
-    _UNMAP,
+    _DISCONNECT_DUMP,
 )
 
 
@@ -411,19 +421,9 @@ _HEADER: Final = (
 def program(probes: tuple[Probe, ...]) -> str:
     """The bpftrace source for ``probes`` (in :data:`PROBES` order)."""
     head = _HEADER
-    # END clears the bookkeeping maps so bpftrace's exit dump prints nothing.
-    end = "END { clear(@seen);"
-    if _DISCONNECT in probes:
-        end += " clear(@disc_b); clear(@disc_d); clear(@disc_v);"
-    if _UNMAP in probes:
-        end += (
-            " clear(@um_r); clear(@um_d); clear(@um_v); clear(@um_q); clear(@um_p); clear(@um_n);"
-        )
-    if _FRONTEND in probes:
-        end += " clear(@xs_path); clear(@xs_on);"
-    if _SYSFS in probes:
-        end += " clear(@unbinding); clear(@binding);"
-    end += ' printf("Z %llu\\n", nsecs); }\n'
+    # END clears the maps so bpftrace's exit dump prints nothing
+    maps = [m for p in PROBES if p in probes for m in p.maps]
+    end = "END { " + "".join(f"clear({m}); " for m in maps) + 'printf("Z %llu\\n", nsecs); }\n'
     flags = "(uint64)(@unbinding[tid] + 2 * @binding[tid])" if _SYSFS in probes else "(uint64)0"
     body = "".join(p.text for p in PROBES if p in probes).replace(_FLAGS, flags)
     return head + body + end
