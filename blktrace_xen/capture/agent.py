@@ -397,7 +397,7 @@ def _without_failed(attempt: tuple[Probe, ...], error: str) -> tuple[Probe, ...]
         # several programs may share an attach point: the optional, later one goes first
         named = [p for p in attempt if any(a in error for a in p.attach_points)]
         optional = [p for p in named if not p.required]
-        culprit = (optional or named or [None])[-1]
+        culprit = (optional or named)[-1] if named else None
     if culprit is None:
         culprit = next((p for n in _DROP_ORDER for p in attempt if p.name == n), None)
     if culprit is not None and culprit.name == "response-entry" and culprit is not RSP_ENTRY_LEAN:
