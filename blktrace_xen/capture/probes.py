@@ -153,28 +153,28 @@ _CONSUME = Probe(
     required=False,
     records="when each read/write/flush request was consumed (req_cons) and its grants mapped",
     lost_without="consume times (consumed_ns null)",
-    text=f"""kfunc:{MODULE}:xen_blkbk_map
+    text=f"""kprobe:xen_blkbk_map
 {{
-  $r = args->ring;
+  $r = (struct xen_blkif_ring *)arg0;
   printf("M {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %lld\\n",
-    {_HEAD}, {_RING}, {_indices()}, (int64)args->num);
+    {_HEAD}, {_RING}, {_indices()}, (int64)arg2);
 }}
 """,
 )
 
-# A second program on make_response, so that the main one stays small: blkback's own
-# counters the first time the agent sees a ring answer (with the indices they match).
+# blkback's own counters the first time the agent sees a ring kicked, with the
+# indices they match (every request below req_cons is counted).
 _COUNTERS = Probe(
     name="counters",
-    function="make_response",
+    function="xen_blkif_be_int",
     module=MODULE,
     required=False,
-    records="blkback's request counters of each ring when the agent first sees it answer",
+    records="blkback's request counters of each ring when the agent first sees it kicked",
     lost_without="the counters that prove no request before or during the capture was missed",
-    text=f"""kfunc:{MODULE}:make_response
-/@seen[(uint64)args->ring] == 0/
+    text=f"""kprobe:xen_blkif_be_int
+/@seen[(uint64)arg1] == 0/
 {{
-  $r = args->ring;
+  $r = (struct xen_blkif_ring *)arg1;
   @seen[(uint64)$r] = 1;
   printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
     {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)3,
@@ -191,9 +191,9 @@ _NOTIFY = Probe(
     required=False,
     records="each event-channel kick from the frontend with the ring's indices",
     lost_without="the earliest sight of a request before it is consumed",
-    text=f"""kfunc:{MODULE}:xen_blkif_be_int
+    text=f"""kprobe:xen_blkif_be_int
 {{
-  $r = (struct xen_blkif_ring *)args->dev_id;
+  $r = (struct xen_blkif_ring *)arg1;
   printf("I {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu\\n", {_HEAD}, {_RING}, {_indices()});
 }}
 """,
@@ -255,9 +255,9 @@ _CONNECT = Probe(
     required=False,
     records="each ring as mapped at connect: indices, order, protocol, counters",
     lost_without="ring connects (ring_map) and counters of new rings",
-    text=f"""kfunc:{MODULE}:xen_update_blkif_status
+    text=f"""kprobe:xen_update_blkif_status
 {{
-  {_for_rings("args->blkif", _R_LINE)}
+  {_for_rings("((struct xen_blkif *)arg0)", _R_LINE)}
 }}
 """,
 )
@@ -269,10 +269,11 @@ _PROBE = Probe(
     required=False,
     records="a backend device created (and whether by a sysfs bind)",
     lost_without="backend creation and binds",
-    text=f"""kfunc:{MODULE}:xen_blkbk_probe
+    text=f"""kprobe:xen_blkbk_probe
 {{
-  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)args->dev->otherend_id,
-    str(args->dev->nodename), (uint64)2, (uint64)255, (uint64)255,
+  $d = (struct xenbus_device *)arg0;
+  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)$d->otherend_id,
+    str($d->nodename), (uint64)2, (uint64)255, (uint64)255,
     {_FLAGS});
 }}
 """,
@@ -285,10 +286,11 @@ _REMOVE = Probe(
     required=False,
     records="a backend device removed (and whether by a sysfs unbind)",
     lost_without="backend removal and unbinds",
-    text=f"""kfunc:{MODULE}:xen_blkbk_remove
+    text=f"""kprobe:xen_blkbk_remove
 {{
-  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)args->dev->otherend_id,
-    str(args->dev->nodename), (uint64)3, (uint64)255, (uint64)255,
+  $d = (struct xenbus_device *)arg0;
+  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)$d->otherend_id,
+    str($d->nodename), (uint64)3, (uint64)255, (uint64)255,
     {_FLAGS});
 }}
 """,
@@ -338,12 +340,12 @@ _DISCONNECT = Probe(
     records="disconnects with each ring's indices, and what xen_blkif_disconnect returned",
     lost_without="disconnects",
     maps=("@disc_b", "@disc_d", "@disc_v"),
-    text=f"""kfunc:{MODULE}:xen_blkif_disconnect
+    text=f"""kprobe:xen_blkif_disconnect
 {{
   $t = nsecs;
-  @disc_b[tid] = (uint64)args->blkif; @disc_d[tid] = (uint64)args->blkif->domid;
-  @disc_v[tid] = (uint64)args->blkif->handle;
-  {_for_rings("args->blkif", _D_LINE, queues=4)}
+  $x = (struct xen_blkif *)arg0;
+  @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid; @disc_v[tid] = (uint64)$x->handle;
+  {_for_rings("$x", _D_LINE, queues=4)}
 }}
 kretprobe:xen_blkif_disconnect
 /@disc_b[tid] != 0/
@@ -365,9 +367,9 @@ _DISCONNECT_DUMP = Probe(
     required=False,
     records="the bytes of every request published but not answered at a disconnect",
     lost_without="bytes of the requests never answered",
-    text=f"""kfunc:{MODULE}:xen_blkif_disconnect
+    text=f"""kprobe:xen_blkif_disconnect
 {{
-  {_for_rings("args->blkif", _S_LINES, queues=4)}
+  {_for_rings("((struct xen_blkif *)arg0)", _S_LINES, queues=4)}
 }}
 """,
 )
