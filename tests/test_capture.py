@@ -28,6 +28,12 @@ from tests.conftest import require_tool
 WORDS = " ".join(f"{w:x}" for w in range(14))
 
 
+@pytest.fixture(autouse=True)
+def _refused_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent remembers refused probes per kernel: never in the real /var/cache here."""
+    monkeypatch.setattr(agent, "REFUSED_CACHE", tmp_path / "refused.json")
+
+
 def _words(*vals: int) -> str:
     """14 slot words, the first ones given (little-endian u64 of a request)."""
     return " ".join(f"{v:x}" for v in [*vals, *([0] * (14 - len(vals)))])
@@ -299,8 +305,7 @@ def test_preflight_names_what_is_missing(
     assert "disconnect" not in {p.name for p in probes}
     assert missing == [
         "xen_blkif_disconnect (xen_blkback) not traceable: no disconnects",
-        "xen_blkif_disconnect (xen_blkback) not traceable: no bytes of the requests never "
-        "answered",
+        "xen_blkif_disconnect (xen_blkback) not traceable: no bytes of the requests never answered",
     ]
 
 
@@ -388,3 +393,31 @@ def test_docs_probe_table_is_current() -> None:
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "capture.md").read_text()
     assert probes_table() in doc, "run: python -m blktrace_xen.capture.probes --write"
+
+
+def test_a_probe_refused_once_is_not_tried_again_on_this_kernel(tmp_path: Path) -> None:
+    """bpftrace compiles slowly in a loaded dom0: the agent remembers what the kernel
+    refused, so the next capture attaches at the first try."""
+    fake = tmp_path / "bpftrace"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "$@" >> ' + str(tmp_path / "calls") + "\n"
+        'if grep -q "^kprobe:xen_blkif_disconnect" "$3"; then\n'
+        "  echo 'Attaching 9 probes...'\n"
+        "  echo 'ERROR: Error loading program: kprobe:xen_blkif_disconnect (try -v)' >&2\n"
+        "  exit 255\n"
+        "fi\n"
+        "echo 'Attaching 7 probes...'; echo 'B 1'\n"
+        "trap 'exit 0' INT\n"
+        "while true; do sleep 0.05; done\n"
+    )
+    fake.chmod(0o755)
+    first = agent.run_capture(tmp_path / "a.pcapng", seconds=0.2, bpftrace=str(fake), probes=PROBES)
+    assert {"disconnect", "disconnect-dump"}.isdisjoint(first.probes)
+    assert len((tmp_path / "calls").read_text().splitlines()) == 3  # two refusals, one attach
+    second = agent.run_capture(
+        tmp_path / "b.pcapng", seconds=0.2, bpftrace=str(fake), probes=PROBES
+    )
+    assert second.probes == first.probes
+    assert len((tmp_path / "calls").read_text().splitlines()) == 4  # attached at once
+    assert any("refused earlier on this kernel" in m for m in second.missing)

@@ -290,6 +290,51 @@ def _split_lines(carry: bytes, data: bytes) -> tuple[list[str], bytes]:
     return [ln.decode("utf-8", "replace") for ln in lines], rest
 
 
+# Probes this kernel refused before, so that a later capture does not spend its
+# first minute recompiling programs that cannot load (bpftrace compiles slowly).
+REFUSED_CACHE = Path("/var/cache/blktrace-xen/refused-probes.json")
+
+
+def _refused_before() -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(REFUSED_CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
+    got = data.get(platform.release()) if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else {}
+
+
+def _remember_refused(refused: dict[str, str]) -> None:
+    import json
+
+    try:
+        data = json.loads(REFUSED_CACHE.read_text()) if REFUSED_CACHE.exists() else {}
+        if not isinstance(data, dict):
+            data = {}
+        data[platform.release()] = refused
+        REFUSED_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        REFUSED_CACHE.write_text(json.dumps(data, indent=1))
+    except (OSError, ValueError):
+        pass  # a cache, nothing more
+
+
+def _apply_refused(probes: tuple[Probe, ...], refused: dict[str, str]) -> tuple[Probe, ...]:
+    out = []
+    for p in probes:
+        if refused.get(p.name) and p is not RSP_ENTRY_LEAN:
+            if p.required and p.name == "response-entry" and "lean" not in refused:
+                out.append(RSP_ENTRY_LEAN)
+            elif not p.required:
+                continue
+            else:
+                out.append(p)
+        else:
+            out.append(p)
+    return tuple(out)
+
+
 def run_capture(
     out: Path,
     *,
@@ -329,7 +374,12 @@ def run_capture(
                 sink = _Sink(writer, iface, _Filter(domain, vbd), stats, read_vbd_xenstore)
                 raw = raw_log.open("w") if raw_log is not None else None
                 try:
-                    attempt = probes
+                    refused = _refused_before()
+                    attempt = _apply_refused(probes, refused)
+                    for name in sorted(refused):
+                        stats.missing.append(
+                            f"{name} refused earlier on this kernel: {refused[name]}"
+                        )
                     while True:
                         script.write_text(program(attempt))
                         stats.probes = sorted({p.name for p in attempt})
@@ -353,7 +403,12 @@ def run_capture(
                             if nxt is None:
                                 raise CaptureError(str(exc)) from None
                             dropped = sorted({p.name for p in attempt} - {p.name for p in nxt})
+                            if RSP_ENTRY_LEAN in nxt and RSP_ENTRY_LEAN not in attempt:
+                                dropped = ["response-entry"]  # replaced by its lean variant
                             stats.missing.append(f"{', '.join(dropped)} dropped: {exc}")
+                            for name in dropped:
+                                refused[name] = str(exc)[-300:]
+                            _remember_refused(refused)
                             say(f"retrying without {', '.join(dropped)}: {exc}")
                             attempt = nxt
                 finally:
