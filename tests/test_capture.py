@@ -421,3 +421,26 @@ def test_a_probe_refused_once_is_not_tried_again_on_this_kernel(tmp_path: Path) 
     assert second.probes == first.probes
     assert len((tmp_path / "calls").read_text().splitlines()) == 4  # attached at once
     assert any("refused earlier on this kernel" in m for m in second.missing)
+
+
+def test_a_refused_program_is_dropped_by_name() -> None:
+    """bpftrace names the program the kernel refused: an optional probe goes, the others
+    stay; response-entry steps through its variants (lean, then as kprobes) before the
+    capture gives up."""
+    from blktrace_xen.capture.probes import RSP_ENTRY_VARIANTS
+
+    err = "ERROR: Error loading program: kprobe:xen_blkif_disconnect"
+    nxt = agent._without_failed(PROBES, err)
+    assert nxt is not None  # two programs there: the secondary one (the dump) goes first
+    assert {p.name for p in PROBES} - {p.name for p in nxt} == {"disconnect-dump"}
+    attempt: tuple = PROBES
+    seen = [attempt[0]]
+    while True:
+        head = attempt[0].attach_points[0]
+        nxt = agent._without_failed(attempt, f"ERROR: Error loading program: {head}")
+        if nxt is None:
+            break
+        attempt = nxt
+        seen.append(attempt[0])
+    assert tuple(seen) == RSP_ENTRY_VARIANTS
+    assert RSP_ENTRY_LEAN in seen

@@ -31,7 +31,7 @@ from blktrace_xen.capture.lines import LineDecoder, Record
 from blktrace_xen.capture.probes import (
     MODULE,
     PROBES,
-    RSP_ENTRY_LEAN,
+    RSP_ENTRY_VARIANTS,
     Probe,
     probe_at_line,
     program,
@@ -321,16 +321,16 @@ def _remember_refused(refused: dict[str, str]) -> None:
 
 
 def _apply_refused(probes: tuple[Probe, ...], refused: dict[str, str]) -> tuple[Probe, ...]:
+    """``probes`` without those refused before; response-entry as its first variant not
+    refused (remembered as ``response-entry#<n>``)."""
     out = []
     for p in probes:
-        if refused.get(p.name) and p is not RSP_ENTRY_LEAN:
-            if p.required and p.name == "response-entry" and "lean" not in refused:
-                out.append(RSP_ENTRY_LEAN)
-            elif not p.required:
-                continue
-            else:
-                out.append(p)
-        else:
+        if p in RSP_ENTRY_VARIANTS:
+            n = 0
+            while n < len(RSP_ENTRY_VARIANTS) - 1 and f"response-entry#{n}" in refused:
+                n += 1
+            out.append(RSP_ENTRY_VARIANTS[n])
+        elif p.name not in refused:
             out.append(p)
     return tuple(out)
 
@@ -403,11 +403,13 @@ def run_capture(
                             if nxt is None:
                                 raise CaptureError(str(exc)) from None
                             dropped = sorted({p.name for p in attempt} - {p.name for p in nxt})
-                            if RSP_ENTRY_LEAN in nxt and RSP_ENTRY_LEAN not in attempt:
-                                dropped = ["response-entry"]  # replaced by its lean variant
+                            for gone in set(attempt) - set(nxt):
+                                key = gone.name
+                                if gone in RSP_ENTRY_VARIANTS:  # replaced by its next variant
+                                    key = f"response-entry#{RSP_ENTRY_VARIANTS.index(gone)}"
+                                    dropped = [key]
+                                refused[key] = str(exc)[-300:]
                             stats.missing.append(f"{', '.join(dropped)} dropped: {exc}")
-                            for name in dropped:
-                                refused[name] = str(exc)[-300:]
                             _remember_refused(refused)
                             say(f"retrying without {', '.join(dropped)}: {exc}")
                             attempt = nxt
@@ -455,8 +457,9 @@ def _without_failed(attempt: tuple[Probe, ...], error: str) -> tuple[Probe, ...]
         culprit = (optional or named)[-1] if named else None
     if culprit is None:
         culprit = next((p for n in _DROP_ORDER for p in attempt if p.name == n), None)
-    if culprit is not None and culprit.name == "response-entry" and culprit is not RSP_ENTRY_LEAN:
-        return tuple(RSP_ENTRY_LEAN if p is culprit else p for p in attempt)
+    if culprit is not None and culprit in RSP_ENTRY_VARIANTS[:-1]:
+        nxt = RSP_ENTRY_VARIANTS[RSP_ENTRY_VARIANTS.index(culprit) + 1]
+        return tuple(nxt if p is culprit else p for p in attempt)
     if culprit is None or culprit.required:
         return None
     return tuple(p for p in attempt if p is not culprit)
@@ -583,11 +586,63 @@ def _run(
     writer.flush()
 
 
+def check_probes(
+    bpftrace: str = "bpftrace", say: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """Load each probe alone (``capture --check``): probe name -> "ok" or bpftrace's error.
+
+    What the kernel refuses is remembered for later captures (as a failed start would).
+    """
+    probes, missing = preflight(bpftrace)
+    results: dict[str, str] = {m.split(" ", 1)[0]: m for m in missing}
+    refused = _refused_before()
+    candidates = [*RSP_ENTRY_VARIANTS, *probes[1:]]
+    with tempfile.TemporaryDirectory(prefix="blktrace-xen-check-") as tmp:
+        for p in candidates:
+            name = p.name if p in probes else f"{p.name} variant {RSP_ENTRY_VARIANTS.index(p)}"
+            script = Path(tmp) / "probe.bt"
+            script.write_text(program((p,), check=True))
+            try:
+                res = subprocess.run(
+                    [bpftrace, str(script)],
+                    capture_output=True,
+                    text=True,
+                    timeout=_ATTACH_TIMEOUT_S,
+                    check=False,
+                )
+                ok = any(ln.startswith("B ") for ln in res.stdout.splitlines())
+                why = (
+                    "ok"
+                    if ok
+                    else (
+                        " | ".join(res.stderr.strip().splitlines()[-3:])
+                        or f"bpftrace exited with status {res.returncode}"
+                    )
+                )
+            except subprocess.TimeoutExpired:
+                why = f"no attach within {_ATTACH_TIMEOUT_S:.0f} s"
+            results[name] = why
+            key = (
+                f"response-entry#{RSP_ENTRY_VARIANTS.index(p)}"
+                if p in RSP_ENTRY_VARIANTS
+                else p.name
+            )
+            if why == "ok":
+                refused.pop(key, None)
+            else:
+                refused[key] = why[-300:]
+            if say:
+                say(f"{name}: {why}")
+    _remember_refused(refused)
+    return results
+
+
 __all__ = [
     "CaptureStats",
     "available_functions",
     "backend_counters",
     "check_domain",
+    "check_probes",
     "choose_probes",
     "preflight",
     "run_capture",

@@ -146,6 +146,32 @@ RSP_ENTRY_LEAN: Final = Probe(
     text=_RSP_ENTRY.text[: _RSP_ENTRY.text.index("  $q = ")] + "}\n",
 )
 
+
+def _as_kprobe(p: Probe, name_suffix: str) -> Probe:
+    """``p`` as a kprobe: raw arguments cast to the module's types (a kernel refusing fentry)."""
+    text = (
+        p.text.replace(f"kfunc:{MODULE}:make_response", "kprobe:make_response")
+        .replace("args->ring", "((struct xen_blkif_ring *)arg0)")
+        .replace("(int64)args->st", "(int64)(int32)arg3")
+        .replace("(uint64)args->op", "(uint64)(arg2 & 0xffff)")
+        .replace("args->id", "(uint64)arg1")
+    )
+    return Probe(
+        name=p.name,
+        function=p.function,
+        module=p.module,
+        required=True,
+        records=p.records + f" ({name_suffix})",
+        lost_without=p.lost_without,
+        text=text,
+    )
+
+
+RSP_ENTRY_KPROBE: Final = _as_kprobe(_RSP_ENTRY, "kprobe")
+RSP_ENTRY_KPROBE_LEAN: Final = _as_kprobe(RSP_ENTRY_LEAN, "kprobe")
+# What response-entry falls back to, in turn, when the kernel refuses a program.
+RSP_ENTRY_VARIANTS: Final = (_RSP_ENTRY, RSP_ENTRY_LEAN, RSP_ENTRY_KPROBE, RSP_ENTRY_KPROBE_LEAN)
+
 _CONSUME = Probe(
     name="consume",
     function="xen_blkbk_map",
@@ -420,14 +446,18 @@ _HEADER: Final = (
 )
 
 
-def program(probes: tuple[Probe, ...]) -> str:
-    """The bpftrace source for ``probes`` (in :data:`PROBES` order)."""
-    head = _HEADER
+def program(probes: tuple[Probe, ...], *, check: bool = False) -> str:
+    """The bpftrace source for ``probes`` (in :data:`PROBES` order).
+
+    ``check``: exit as soon as everything is loaded and attached (``capture --check``).
+    """
+    head = _HEADER.replace("nsecs); }", "nsecs); exit(); }") if check else _HEADER
     # END clears the maps so bpftrace's exit dump prints nothing
     maps = [m for p in PROBES if p in probes for m in p.maps]
     end = "END { " + "".join(f"clear({m}); " for m in maps) + 'printf("Z %llu\\n", nsecs); }\n'
     flags = "(uint64)(@unbinding[tid] + 2 * @binding[tid])" if _SYSFS in probes else "(uint64)0"
-    body = "".join(p.text for p in PROBES if p in probes).replace(_FLAGS, flags)
+    body = "".join(p.text for p in (*RSP_ENTRY_VARIANTS, *PROBES[1:]) if p in probes)
+    body = body.replace(_FLAGS, flags)
     return head + body + end
 
 

@@ -29,6 +29,10 @@ def capture(
         typer.Option("--raw-log", help="Also keep bpftrace's output lines here (for bug reports)"),
     ] = None,
     bpftrace: Annotated[str, typer.Option("--bpftrace", help="bpftrace binary")] = "bpftrace",
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Load each probe alone, say which this kernel refuses, exit"),
+    ] = False,
     traceback: TracebackOption = False,
 ) -> None:
     """Attach eBPF probes to xen-blkback and record every request, response and control event.
@@ -37,9 +41,14 @@ def capture(
     every ring of every domain, including domains and rings that appear while it
     runs, until Ctrl-C, SIGTERM or --seconds. See docs/capture.md.
     """
-    from blktrace_xen.capture.agent import run_capture
+    from blktrace_xen.capture.agent import check_probes, run_capture
 
     with handle_errors(traceback):
+        if check:
+            results = check_probes(bpftrace, say=lambda msg: typer.echo(msg, err=True))
+            bad = [n for n, why in results.items() if why != "ok"]
+            typer.echo(f"{len(results) - len(bad)} of {len(results)} probes load on this kernel")
+            return
         stats = run_capture(
             output,
             domain=domain,
