@@ -1,7 +1,8 @@
 # realxen-lab config for the capture runs (CONFIG=lab/config-capture.sh): the lab's five
 # scenarios as in its config-all.sh, with the agent given time to attach before each
 # scenario's operation (bpftrace compiles the program in the emulated dom0).
-SCENARIOS="steady nopersist detach saverestore rebind"
+# the lab's probe scenario first: the agent checks once which probes this kernel loads
+SCENARIOS="probe steady nopersist detach saverestore rebind"
 TRACE_SECS=2
 POST_SECS=1
 PRE_SECS=1
@@ -18,4 +19,4 @@ RING_SECS=2.5
 RING_HZ_EVENT=250
 RING_MAX_EVENT=1000
 EV_RING_SECS=120
-AGENT_WARMUP=${AGENT_WARMUP:-75}
+AGENT_WARMUP=${AGENT_WARMUP:-60}
