@@ -603,21 +603,20 @@ def check_probes(
             script = Path(tmp) / "probe.bt"
             script.write_text(program((p,), check=True))
             try:
+                # -v: a refused program comes with the kernel verifier's own words
                 res = subprocess.run(
-                    [bpftrace, str(script)],
+                    [bpftrace, "-v", str(script)],
                     capture_output=True,
                     text=True,
                     timeout=_ATTACH_TIMEOUT_S,
                     check=False,
                 )
                 ok = any(ln.startswith("B ") for ln in res.stdout.splitlines())
+                tail = [ln for ln in (res.stderr + res.stdout).strip().splitlines() if ln.strip()]
                 why = (
                     "ok"
                     if ok
-                    else (
-                        " | ".join(res.stderr.strip().splitlines()[-3:])
-                        or f"bpftrace exited with status {res.returncode}"
-                    )
+                    else (" | ".join(tail[-6:]) or f"bpftrace exited with status {res.returncode}")
                 )
             except subprocess.TimeoutExpired:
                 why = f"no attach within {_ATTACH_TIMEOUT_S:.0f} s"
