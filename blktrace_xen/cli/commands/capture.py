@@ -14,7 +14,9 @@ from blktrace_xen.cli.common import TracebackOption, handle_errors
 @app.command()
 def capture(
     *,
-    output: Annotated[Path, typer.Option("--output", "-o", help="pcapng ring capture to write")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="pcapng ring capture to write")
+    ] = None,
     domain: Annotated[
         int | None, typer.Option("--domain", help="Only this frontend domain id")
     ] = None,
@@ -42,6 +44,7 @@ def capture(
     runs, until Ctrl-C, SIGTERM or --seconds. See docs/capture.md.
     """
     from blktrace_xen.capture.agent import check_probes, run_capture
+    from blktrace_xen.errors import CaptureError
 
     with handle_errors(traceback):
         if check:
@@ -49,6 +52,8 @@ def capture(
             bad = [n for n, why in results.items() if why != "ok"]
             typer.echo(f"{len(results) - len(bad)} of {len(results)} probes load on this kernel")
             return
+        if output is None:
+            raise CaptureError("capture needs --output FILE (or --check)")
         stats = run_capture(
             output,
             domain=domain,
