@@ -1,8 +1,7 @@
 # realxen-lab config for the capture runs (CONFIG=lab/config-capture.sh): the lab's five
 # scenarios as in its config-all.sh, with the agent given time to attach before each
 # scenario's operation (bpftrace compiles the program in the emulated dom0).
-# the lab's probe scenario first: the agent checks once which probes this kernel loads
-SCENARIOS="probe steady nopersist detach saverestore rebind"
+SCENARIOS="steady nopersist detach saverestore rebind"
 TRACE_SECS=2
 POST_SECS=1
 PRE_SECS=1
@@ -10,8 +9,8 @@ DETACH_TRACE_SECS=90
 SR_TRACE_SECS=90
 RB_TRACE_SECS=90
 UNBOUND_SECS=2
-RATE_steady=50
-RATE_nopersist=50
+RATE_steady=25
+RATE_nopersist=25
 DOMU_RATE_DEFAULT=15
 RING_HZ=333
 RING_MAX=800
@@ -19,4 +18,5 @@ RING_SECS=2.5
 RING_HZ_EVENT=250
 RING_MAX_EVENT=1000
 EV_RING_SECS=120
-AGENT_WARMUP=${AGENT_WARMUP:-60}
+# bpftrace needs ~1-2 min to compile the agent's program in the emulated dom0
+AGENT_WARMUP=${AGENT_WARMUP:-150}

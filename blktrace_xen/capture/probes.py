@@ -41,7 +41,7 @@ SLOT_WORDS: Final = 14
 # a larger backlog is reported as cut, never silently dropped.
 DUMP_SLOTS: Final = 64
 # Rings read per device (multi-queue) at connect and disconnect.
-MAX_QUEUES: Final = 8
+MAX_QUEUES: Final = 4
 NOT_FOUND: Final = 0xFFFFFFFF
 
 # The fields every ring line starts with after "<kind> <ns> <cpu> <tid>":
@@ -169,8 +169,11 @@ def _as_kprobe(p: Probe, name_suffix: str) -> Probe:
 
 RSP_ENTRY_KPROBE: Final = _as_kprobe(_RSP_ENTRY, "kprobe")
 RSP_ENTRY_KPROBE_LEAN: Final = _as_kprobe(RSP_ENTRY_LEAN, "kprobe")
-# What response-entry falls back to, in turn, when the kernel refuses a program.
-RSP_ENTRY_VARIANTS: Final = (_RSP_ENTRY, RSP_ENTRY_LEAN, RSP_ENTRY_KPROBE, RSP_ENTRY_KPROBE_LEAN)
+# What response-entry falls back to, in turn, when the kernel refuses a program: the
+# kprobe form first (the x86-64 argument registers cast to the module's types), which
+# loads on the lab's Linux 6.1 / bpftrace 0.17, where the fentry (kfunc) form, reading
+# the arguments by their BTF names, is refused by the verifier after ~120 instructions.
+RSP_ENTRY_VARIANTS: Final = (RSP_ENTRY_KPROBE, RSP_ENTRY_KPROBE_LEAN, _RSP_ENTRY, RSP_ENTRY_LEAN)
 
 _CONSUME = Probe(
     name="consume",
@@ -371,7 +374,7 @@ _DISCONNECT = Probe(
   $t = nsecs;
   $x = (struct xen_blkif *)arg0;
   @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid; @disc_v[tid] = (uint64)$x->handle;
-  {_for_rings("$x", _D_LINE, queues=4)}
+  {_for_rings("$x", _D_LINE, queues=MAX_QUEUES)}
 }}
 kretprobe:xen_blkif_disconnect
 /@disc_b[tid] != 0/
@@ -395,13 +398,13 @@ _DISCONNECT_DUMP = Probe(
     lost_without="bytes of the requests never answered",
     text=f"""kprobe:xen_blkif_disconnect
 {{
-  {_for_rings("((struct xen_blkif *)arg0)", _S_LINES, queues=4)}
+  {_for_rings("((struct xen_blkif *)arg0)", _S_LINES, queues=2)}
 }}
 """,
 )
 
 PROBES: Final = (
-    _RSP_ENTRY,
+    RSP_ENTRY_KPROBE,
     _COUNTERS,
     _CONSUME,
     _NOTIFY,

@@ -13,13 +13,6 @@ stop_capture() {
   rm -f $P
 }
 stop_capture   # the previous scenario's capture, if its domain outlived the wait
-# Once per boot: load each probe alone, so every capture after it starts with what this
-# kernel accepts (bpftrace compiles slowly in the emulated dom0; config-capture.sh runs the
-# lab's probe scenario first for this).
-if [ ! -f /run/bx-checked ]; then
-  /opt/bx/bin/blktrace-xen capture --check > "$D/check.out" 2> "$D/check.err" < /dev/null
-  touch /run/bx-checked
-fi
 echo "$(ringdump now) agent-start domid=$2"
 /opt/bx/bin/blktrace-xen capture -o "$D/agent.pcapng" --raw-log "$D/agent-raw.txt" \
   --seconds 900 > "$D/capture.out" 2> "$D/capture.err" < /dev/null &
