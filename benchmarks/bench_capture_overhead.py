@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 CPU_MHZ = 2596.125  # the lab's `xl info` cpu_mhz
+_STEP = re.compile(r"tsc=(\d+).* step=(\S+) .*blkback=rd_req=(\d+),wr_req=(\d+),f_req=(\d+)")
 
 
 def _steps(path: Path) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for line in path.read_text().splitlines():
-        m = re.search(r"tsc=(\d+).* step=(\S+) .*blkback=rd_req=(\d+),wr_req=(\d+),f_req=(\d+)", line)
+        m = _STEP.search(line)
         if m:
             out[m.group(2)] = (int(m.group(1)), sum(int(m.group(i)) for i in (3, 4, 5)))
     return out
