@@ -25,7 +25,14 @@ from typing import Any
 from blktrace_xen.errors import ModelUsageError
 from blktrace_xen.model.events import Violation
 from blktrace_xen.replay.engine import EngineResult, flag_lost, run_logic
-from blktrace_xen.replay.inputs import Caveat, ReplayInput, build_input
+from blktrace_xen.replay.inputs import (
+    K_COMPLETE,
+    K_RESPONSE,
+    K_SUBMIT,
+    Caveat,
+    ReplayInput,
+    build_input,
+)
 from blktrace_xen.replay.logics import LogicPair, resolve
 from blktrace_xen.streams import Streams
 
@@ -99,6 +106,18 @@ class ReplayResult:
     inputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def inconclusive(self) -> str | None:
+        """Why the verdicts say nothing, or None. A replay that drove no I/O through the
+        logics "passes" only because nothing happened: that is no evidence for a fix."""
+        io = (K_SUBMIT, K_COMPLETE, K_RESPONSE)
+        if not any(k in io for k in self.input.kinds):
+            return (
+                "the inputs hold no blkif request or response to replay (stock xentrace has "
+                "none: capture with `blktrace-xen capture` or an instrumented driver)"
+            )
+        return None
+
+    @property
     def last_fails(self) -> bool:
         """The CI question: does the last-named logic (the patch) still break?"""
         return bool(self.verdicts) and self.verdicts[-1].fails
@@ -124,6 +143,7 @@ class ReplayResult:
             "verdicts": [v.to_dict() for v in self.verdicts],
             "side_by_side": self.side_by_side(),
             "last_fails": self.last_fails,
+            "inconclusive": self.inconclusive,
         }
 
 

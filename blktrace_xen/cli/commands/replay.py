@@ -16,6 +16,7 @@ from blktrace_xen.cli.common import (
 )
 
 EXIT_LAST_FAILS = 3
+EXIT_INCONCLUSIVE = 5  # nothing was replayed: no verdict either way
 
 
 def print_verdicts(result: Any) -> None:
@@ -33,11 +34,17 @@ def print_verdicts(result: Any) -> None:
     table.add_row(
         "[bold]verdict[/bold]",
         *(
-            "[red bold]fails[/red bold]" if lv.fails else "[green bold]passes[/green bold]"
+            "[yellow bold]inconclusive[/yellow bold]"
+            if result.inconclusive
+            else "[red bold]fails[/red bold]"
+            if lv.fails
+            else "[green bold]passes[/green bold]"
             for lv in result.verdicts
         ),
     )
     console.print(table)
+    if result.inconclusive:
+        console.print(f"inconclusive: {result.inconclusive}", highlight=False)
     shared = result.input.caveats  # what the trace lacks: the same for every logic
     for c in shared:
         console.print(f"caveat: {c.message}", highlight=False)
@@ -79,7 +86,8 @@ def replay(
     cpu_mhz: CpuMhzOption = None,
     traceback: TracebackOption = False,
 ) -> None:
-    """Replay a trace against each --logic; exit 3 when the last-named logic still violates."""
+    """Replay a trace against each --logic; exit 3 when the last-named logic still violates,
+    5 when nothing was replayed (no verdict either way)."""
     with handle_errors(traceback):
         from blktrace_xen.replay import replay_paths
 
@@ -88,5 +96,7 @@ def replay(
             print_json(result.to_dict())
         else:
             print_verdicts(result)
+    if result.inconclusive:
+        raise typer.Exit(code=EXIT_INCONCLUSIVE)
     if result.last_fails:
         raise typer.Exit(code=EXIT_LAST_FAILS)
