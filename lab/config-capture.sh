@@ -9,8 +9,8 @@ DETACH_TRACE_SECS=90
 SR_TRACE_SECS=90
 RB_TRACE_SECS=90
 UNBOUND_SECS=2
-RATE_steady=25
-RATE_nopersist=25
+RATE_steady=15
+RATE_nopersist=15
 DOMU_RATE_DEFAULT=15
 RING_HZ=333
 RING_MAX=800
@@ -18,5 +18,5 @@ RING_SECS=2.5
 RING_HZ_EVENT=250
 RING_MAX_EVENT=1000
 EV_RING_SECS=120
-# bpftrace needs ~1-2 min to compile the agent's program in the emulated dom0
-AGENT_WARMUP=${AGENT_WARMUP:-150}
+# one capture for the whole run (lab/agent): the first scenario waits for it in agent_stop
+AGENT_WARMUP=${AGENT_WARMUP:-3}
