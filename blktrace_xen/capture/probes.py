@@ -23,7 +23,7 @@ xen-blkback (Linux 6.1, checked in the lab).
 Layouts the program relies on (Linux ``drivers/block/xen-blkback/common.h``,
 read through the module's BTF, so offsets are the kernel's own): the ring's
 ``blk_rings.common`` (``rsp_prod_pvt``, ``req_cons``, ``nr_ents``, ``sring``),
-``blkif`` (``domid``, ``handle`` = the vdev, ``blk_protocol``, ``rings``,
+``blkif`` (``domid``, ``vbd.handle`` = the vdev (``blkif->handle`` stays 0 on 6.1, seen in the lab), ``blk_protocol``, ``rings``,
 ``nr_rings``, ``nr_ring_pages``), the per-ring counters ``st_*_req``; the shared
 ring's 64-byte header and its entries (112 bytes; 108 for ``x86_32-abi``).
 """
@@ -47,7 +47,7 @@ NOT_FOUND: Final = 0xFFFFFFFF
 # The fields every ring line starts with after "<kind> <ns> <cpu> <tid>":
 # ring address, domid, vdev, queue, protocol, nr_ents.
 _RING = (
-    "(uint64)$r, (uint64)$r->blkif->domid, (uint64)$r->blkif->handle, "
+    "(uint64)$r, (uint64)$r->blkif->domid, (uint64)$r->blkif->vbd.handle, "
     "((uint64)$r - (uint64)$r->blkif->rings) / sizeof(struct xen_blkif_ring), "
     "(uint64)$r->blkif->blk_protocol, (uint64)$r->blk_rings.common.nr_ents"
 )
@@ -373,7 +373,7 @@ _DISCONNECT = Probe(
 {{
   $t = nsecs;
   $x = (struct xen_blkif *)arg0;
-  @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid; @disc_v[tid] = (uint64)$x->handle;
+  @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid; @disc_v[tid] = (uint64)$x->vbd.handle;
   {_for_rings("$x", _D_LINE, queues=MAX_QUEUES)}
 }}
 kretprobe:xen_blkif_disconnect
