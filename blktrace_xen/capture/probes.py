@@ -23,7 +23,8 @@ xen-blkback (Linux 6.1, checked in the lab).
 Layouts the program relies on (Linux ``drivers/block/xen-blkback/common.h``,
 read through the module's BTF, so offsets are the kernel's own): the ring's
 ``blk_rings.common`` (``rsp_prod_pvt``, ``req_cons``, ``nr_ents``, ``sring``),
-``blkif`` (``domid``, ``vbd.handle`` = the vdev (``blkif->handle`` stays 0 on 6.1, seen in the lab), ``blk_protocol``, ``rings``,
+``blkif`` (``domid``, ``vbd.handle`` = the vdev: ``blkif->handle`` stays 0 on 6.1,
+seen in the lab; ``blk_protocol``, ``rings``,
 ``nr_rings``, ``nr_ring_pages``), the per-ring counters ``st_*_req``; the shared
 ring's 64-byte header and its entries (112 bytes; 108 for ``x86_32-abi``).
 """
@@ -373,7 +374,8 @@ _DISCONNECT = Probe(
 {{
   $t = nsecs;
   $x = (struct xen_blkif *)arg0;
-  @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid; @disc_v[tid] = (uint64)$x->vbd.handle;
+  @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid;
+  @disc_v[tid] = (uint64)$x->vbd.handle;
   {_for_rings("$x", _D_LINE, queues=MAX_QUEUES)}
 }}
 kretprobe:xen_blkif_disconnect
