@@ -17,7 +17,6 @@ What each column rests on (docs/capture.md, docs/streams.md):
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Final
 
 import numpy as np
@@ -89,18 +88,39 @@ def _tsc_expr(
     return pl.Series("tsc", np.round(out)).cast(pl.UInt64, strict=False)
 
 
-# Completions that read the same private producer within this long raced for the ring
-# lock (the read is a few microseconds before the lock); a ring restarted on the same
-# backend instance reaches the same index again only much later.
-_RACE_NS: Final = 1_000_000
+def _epochs(t: AgentTables, frame: pl.DataFrame, ns_col: str) -> pl.Series:
+    """Per row of ``frame``: how many times its ring (kernel address) was reset before it.
+
+    A disconnect or a connect restarts a backend ring's indices; within one epoch a
+    ring's private producer only moves forward.
+    """
+    resets = pl.concat(
+        [
+            t.get(Kind.DISCONNECT).select("ring", "ns"),
+            t.get(Kind.RING).filter(pl.col("reason") == RingReason.CONNECT).select("ring", "ns"),
+        ]
+    ).sort("ns")
+    if resets.height == 0 or frame.height == 0:
+        return pl.Series("epoch", [0] * frame.height, dtype=pl.UInt32)
+    counted = resets.with_columns(pl.int_range(1, pl.len() + 1).over("ring").alias("epoch"))
+    joined = (
+        frame.select("ring", pl.col(ns_col).alias("ns"))
+        .with_row_index("_row")
+        .sort("ns")
+        .join_asof(counted, on="ns", by="ring", strategy="backward", check_sortedness=False)
+        .sort("_row")
+    )
+    return joined["epoch"].fill_null(0).cast(pl.UInt32).alias("epoch")
 
 
 def _responses(t: AgentTables) -> pl.DataFrame:
-    """Entries joined to their exits (same thread, same entry time), with the response's index.
+    """One row per ``make_response`` call, with the index its response went to, or null.
 
-    The index is the exit's finding; without one (no exit probe, or the capture
-    ended mid-call) it is the entry's private producer ``k`` when no other call on
-    the ring read the same ``k`` at the same time, and unknown (null) when one did.
+    An exit record's finding is exact. Without one, the response went to ``k`` (the
+    private producer the entry read) when no earlier call on the ring was still
+    pending at its entry (every earlier entry's response already written: ``k``
+    advanced once per entry) and no other call read the same ``k``; otherwise it
+    raced for the ring lock and its index is one of a few, unknown.
     """
     entries = t.get(Kind.RSP_ENTRY)
     exits = t.get(Kind.RSP_EXIT)
@@ -114,11 +134,13 @@ def _responses(t: AgentTables) -> pl.DataFrame:
         "protocol",
         "nr_ents",
         pl.col("rsp_prod_pvt").alias("k"),
+        "req_prod",
         "status",
         "operation",
         "id",
         "slot",
     )
+    ent = ent.with_columns(_epochs(t, ent, "entry_ns"))
     ex = exits.select(
         pl.col("ns").alias("exit_ns"),
         pl.col("entry_ns").cast(pl.Int64),
@@ -126,94 +148,94 @@ def _responses(t: AgentTables) -> pl.DataFrame:
         "ring",
         pl.col("idx").alias("found"),
     ).filter(pl.col("entry_ns") != 0)
-    out = ent.join(ex, on=["entry_ns", "tid", "ring"], how="left")
-    out = out.sort(["ring", "k", "entry_ns"]).with_columns(
-        (pl.col("entry_ns").diff().over(["ring", "k"]).fill_null(_RACE_NS + 1) > _RACE_NS)
-        .cum_sum()
-        .over(["ring", "k"])
-        .alias("_cluster")
+    out = ent.join(ex, on=["entry_ns", "tid", "ring"], how="left").sort("entry_ns")
+    per = ["ring", "epoch"]
+    k0 = pl.col("k").first().over(per)
+    out = out.with_columns(
+        (pl.int_range(pl.len()).over(per) - ((pl.col("k") - k0) % _U32)).alias("pending"),
+        pl.len().over([*per, "k"]).alias("racers"),
     )
-    out = out.with_columns(pl.len().over(["ring", "k", "_cluster"]).alias("racers"))
     found = pl.col("found").is_not_null() & (pl.col("found") != UNKNOWN_U32)
+    exact = (pl.col("pending") == 0) & (pl.col("racers") == 1)
     return out.with_columns(
-        pl.when(found)
-        .then(pl.col("found"))
-        .when(pl.col("racers") == 1)
-        .then(pl.col("k"))
-        .alias("idx"),
+        pl.when(found).then(pl.col("found")).when(exact).then(pl.col("k")).alias("idx"),
         pl.coalesce("exit_ns", "entry_ns").alias("rsp_ns"),
-    ).sort("entry_ns")
+        (~found & ~exact).alias("raced"),
+    )
 
 
-def _is_response_of(slot: bytes, members: list[dict[str, Any]]) -> bool:
-    """Whether ``slot`` reads as a response one of ``members`` wrote (id, op, status)."""
-    rid, op, st = struct.unpack_from("<QBxh", slot, 0)
-    return any((m["id"], m["operation"], m["status"]) == (rid, op, st) for m in members)
-
-
-def _raced_requests(rsp: pl.DataFrame, nexts: pl.DataFrame) -> tuple[list[dict[str, Any]], int]:
-    """Requests of indices whose responses raced: slot k and k+1 as the racers read them.
-
-    Each racer read slots k and k+1 before taking the lock; a read of slot k taken
-    after another racer wrote its response there shows that response and is set
-    aside. A race three or more deep leaves the indices past k+1 without bytes.
-    """
-    raced = rsp.filter(pl.col("idx").is_null())
-    if raced.height == 0:
-        return [], 0
-    raced = raced.join(nexts, on=["entry_ns", "tid", "ring"], how="left")
-    rows: list[dict[str, Any]] = []
-    missing = 0
-    for _, grp in raced.group_by(["ring", "k", "_cluster"], maintain_order=True):
-        members = grp.to_dicts()
-        first = members[0]
-        for off, col in ((0, "slot"), (1, "next_slot")):
-            reads = [m[col] for m in members if m[col] is not None]
-            good = [r for r in reads if not _is_response_of(r, members)]
-            if not good or any(g != good[0] for g in good):
-                missing += 1
-                continue
-            rows.append(
-                {
-                    "ring": first["ring"],
-                    "domid": first["domid"],
-                    "vdev": first["vdev"],
-                    "queue": first["queue"],
-                    "protocol": first["protocol"],
-                    "nr_ents": first["nr_ents"],
-                    "idx": (first["k"] + off) % _U32,
-                    "bytes": good[0],
-                    "answered_ns": min(m["rsp_ns"] for m in members),
-                    "unanswered": False,
-                    "consumed_at_disconnect": None,
-                }
-            )
-        missing += max(0, len(members) - 2)
-    return rows, missing
+def _triple(col: str) -> list[pl.Expr]:
+    """(id, operation, status) of slot bytes read as a response (blkif_response layout)."""
+    b = pl.col(col)
+    return [
+        b.bin.slice(0, 8).bin.reinterpret(dtype=pl.UInt64, endianness="little").alias("_rid"),
+        b.bin.slice(8, 1).bin.reinterpret(dtype=pl.UInt8, endianness="little").alias("_rop"),
+        b.bin.slice(10, 2).bin.reinterpret(dtype=pl.Int16, endianness="little").alias("_rst"),
+    ]
 
 
 def _request_rows(t: AgentTables, rsp: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """(ring, key, idx, bytes, protocol, nr_ents, answered_ns) of each request read.
 
-    Returns the rows and the number of answered indices whose bytes were not read.
+    Every entry read slots ``k`` and ``k + 1`` before either response was written
+    there (a response at an index is written only once the producer has reached it);
+    slot ``k + 1`` holds its request only if the frontend had published it (the
+    entry's ``req_prod`` past it), else it still holds an older ring's round.
+    A read that shows a response of the same epoch (id, operation and status) was
+    taken after that response landed and is set aside; the reads of an index must
+    then agree. Returns the rows and the number of answered indices left without
+    bytes (no read, or reads that disagree).
     """
+    # the slot after k, read with it; two calls on one thread can share a clock tick
+    # (a coarse dom0 clock), so the slot's own index names its call too
     nexts = (
         t.get(Kind.SLOT)
         .filter(pl.col("why") == SlotWhy.NEXT_AT_RESPONSE)
-        .select(pl.col("entry_ns").cast(pl.Int64), "tid", "ring", pl.col("slot").alias("next_slot"))
+        .select(
+            pl.col("entry_ns").cast(pl.Int64),
+            "tid",
+            "ring",
+            ((pl.col("idx") - 1) % _U32).alias("k"),
+            pl.col("slot").alias("next"),
+        )
     )
-    answered = (
-        rsp.filter(pl.col("idx").is_not_null())
-        .with_columns(((pl.col("idx") - pl.col("k")) % _U32).alias("off"))
-        .join(nexts, on=["entry_ns", "tid", "ring"], how="left")
+    base = rsp.join(nexts, on=["entry_ns", "tid", "ring", "k"], how="left")
+    cols = ["ring", "epoch", "domid", "vdev", "queue", "protocol", "nr_ents", "entry_ns"]
+    # a slot holds its request only once the frontend has published it (req_prod past it)
+    published = ((pl.col("req_prod") - pl.col("idx")) % _U32).is_between(1, _HALF - 1)
+    reads = pl.concat(
+        [
+            base.select(*cols, "req_prod", pl.col("k").alias("idx"), pl.col("slot").alias("bytes")),
+            base.filter(pl.col("next").is_not_null()).select(
+                *cols,
+                "req_prod",
+                ((pl.col("k") + 1) % _U32).alias("idx"),
+                pl.col("next").alias("bytes"),
+            ),
+        ]
+    ).filter(published)
+    answers = rsp.select(
+        "ring",
+        "epoch",
+        pl.col("id").cast(pl.UInt64).alias("_rid"),
+        pl.col("operation").cast(pl.UInt8).alias("_rop"),
+        pl.col("status").cast(pl.Int16).alias("_rst"),
+    ).unique()
+    reads = (
+        reads.with_columns(_triple("bytes"))
+        .join(answers, on=["ring", "epoch", "_rid", "_rop", "_rst"], how="anti")
+        .drop("_rid", "_rop", "_rst")
+        .sort("entry_ns")
     )
-    slot = (
-        pl.when(pl.col("off") == 0)
-        .then(pl.col("slot"))
-        .when(pl.col("off") == 1)
-        .then(pl.col("next_slot"))
+    # indices the responses of each epoch were written at: k0 .. k0 + n - 1
+    span = rsp.group_by(["ring", "epoch"]).agg(pl.col("k").first().alias("k0"), pl.len().alias("n"))
+    reads = reads.join(span, on=["ring", "epoch"]).filter(
+        ((pl.col("idx") - pl.col("k0")) % _U32) < pl.col("n")
     )
-    got = answered.select(
+    agree = reads.group_by(["ring", "epoch", "idx"]).agg(
+        pl.col("bytes").n_unique().alias("_kinds"), pl.all().first()
+    )
+    got = agree.filter(pl.col("_kinds") == 1).select(
         "ring",
         "domid",
         "vdev",
@@ -221,17 +243,12 @@ def _request_rows(t: AgentTables, rsp: pl.DataFrame) -> tuple[pl.DataFrame, int]
         "protocol",
         "nr_ents",
         "idx",
-        slot.alias("bytes"),
-        pl.col("rsp_ns").alias("answered_ns"),
+        "bytes",
+        pl.col("entry_ns").alias("answered_ns"),
         pl.lit(False).alias("unanswered"),
         pl.lit(None, pl.Boolean).alias("consumed_at_disconnect"),
     )
-    missing = got.filter(pl.col("bytes").is_null()).height
-    got = got.filter(pl.col("bytes").is_not_null())
-    raced, raced_missing = _raced_requests(rsp, nexts)
-    if raced:
-        got = pl.concat([got, pl.DataFrame(raced, schema=got.schema)])
-    missing += raced_missing
+    missing = int(span["n"].sum() or 0) - got.height
     # never answered: read at a disconnect; consumed if below the backend's req_cons then
     disc = (
         t.get(Kind.DISCONNECT)
@@ -563,7 +580,7 @@ def agent_parts(
             "nr_sectors",
             pl.lit("full").alias("seen"),
             pl.lit("agent").alias("source"),
-        ).sort("ns", maintain_order=True)
+        ).sort(["ns", "idx"])  # requests first seen together: in ring order
         requests = requests.with_columns(_tsc_expr(points, requests["ns"]))
     else:
         requests = schema.empty("requests")
@@ -577,6 +594,38 @@ def agent_parts(
         "control": schema.conform(control, "control"),
         "rings": _rings(t, abis),
     }, summary
+
+
+def _responses_missed(t: AgentTables, rsp: pl.DataFrame) -> int:
+    """Calls of make_response the probe did not see (a kprobe skips a call made while
+    another BPF program runs on that CPU): every index from a ring epoch's first
+    observed response up to the producer seen after its last one was written by one
+    call, so the calls that left no record are the difference."""
+    if rsp.height == 0:
+        return 0
+    per = rsp.group_by(["ring", "epoch"]).agg(
+        pl.col("k").first().alias("k0"),
+        pl.len().alias("n"),
+        pl.col("entry_ns").max().alias("last_ns"),
+        pl.col("k").last().alias("k_last"),
+    )
+    obs = pl.concat(
+        [
+            t.get(k).select("ring", "ns", "rsp_prod_pvt")
+            for k in (Kind.CONSUME, Kind.NOTIFY, Kind.DISCONNECT)
+        ]
+    )
+    obs = obs.with_columns(_epochs(t, obs, "ns"))
+    after = (
+        obs.join(per, on=["ring", "epoch"])
+        .filter(pl.col("ns") > pl.col("last_ns"))
+        .group_by(["ring", "epoch"])
+        .agg(((pl.col("rsp_prod_pvt") - pl.col("k0")) % _U32).max().alias("span"))
+    )
+    joined = per.join(after, on=["ring", "epoch"], how="left").with_columns(
+        pl.col("span").fill_null((pl.col("k_last") - pl.col("k0")) % _U32 + 1)
+    )
+    return int(joined.select((pl.col("span") - pl.col("n")).clip(0).sum()).item() or 0)
 
 
 def _summary(
@@ -594,7 +643,8 @@ def _summary(
         "responses": rsp.height,
         "responses_without_exit": int(rsp.filter(pl.col("exit_ns").is_null()).height),
         "responses_index_unknown": int(rsp.filter(pl.col("idx").is_null()).height),
-        "responses_raced": int(rsp.filter(pl.col("racers") > 1).height),
+        "responses_raced": int(rsp.filter(pl.col("raced")).height),
+        "responses_missed": _responses_missed(t, rsp),
         "requests": int(rows.height),
         "requests_unanswered": int(rows.filter(pl.col("unanswered")).height) if rows.height else 0,
         "request_bytes_missing": missing,

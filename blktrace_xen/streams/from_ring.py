@@ -158,6 +158,12 @@ def _with_agent(
             f"the capture agent lost {summary['lost_events']} events (bpftrace's buffer was "
             "full): requests and responses are missing from it"
         )
+    if summary["responses_missed"]:
+        warnings.append(
+            f"the response probe missed {summary['responses_missed']} make_response calls "
+            "(a kprobe is skipped while another BPF program runs on its CPU): those responses "
+            "are unknown, their requests may read as never answered"
+        )
     if summary["request_bytes_missing"]:
         warnings.append(
             f"{summary['request_bytes_missing']} answered requests have no bytes (a completion "
