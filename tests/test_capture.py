@@ -81,7 +81,7 @@ def test_program_holds_every_probe_and_maps_lines_back() -> None:
         assert probe_at_line(PROBES, at) is p
     assert "@@FLAGS@@" not in text
     lean = program((RSP_ENTRY_LEAN, *PROBES[1:2]))
-    assert 'printf("F ' not in lean and "(uint64)0" not in lean  # no sysfs flags needed
+    assert 'printf("F ' not in lean and "@unbinding" not in lean  # no sysfs flags needed
     no_sysfs = program(tuple(p for p in PROBES if p.name != "sysfs-bind"))
     assert "@unbinding" not in no_sysfs
     core = program(tuple(p for p in PROBES if p.required))

@@ -105,50 +105,102 @@ def test_the_raw_lines_give_the_capture_s_records() -> None:
     assert again == kept
 
 
-def test_nothing_was_lost_or_left_without_bytes() -> None:
+def test_nothing_was_lost_missed_or_left_without_bytes() -> None:
     summary = all_streams().meta["inputs"][0]["agent"]
     assert summary["lost_events"] == 0
     assert summary["bad_records"] == 0
+    assert summary["responses_missed"] == 0
     assert summary["request_bytes_missing"] == 0
+    # every ring: one request per index, no gap, from its first to its last
+    for _, ring in all_streams().requests.group_by(["domid", "vdev", "queue"]):
+        idx = ring["idx"].cast(pl.Int64)
+        assert idx.n_unique() == ring.height
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_request_blkback_counted_was_captured_with_its_bytes(scenario: str) -> None:
-    """blkback's counters when the lab read them = its counters when the agent first saw
-    the ring + the requests captured (full bytes) from that index on, consumed before
-    the lab's read. Per vbd and per operation; 100 %, nothing paired by guess."""
-    s = all_streams()
-    t = agent_tables(read_ringcap(capture()).agent)
-    first = t.get(Kind.RING).filter(pl.col("reason") == RingReason.FIRST_SIGHT)
-    req = s.requests.with_columns(
-        pl.coalesce("consumed_ns", "ns").alias("t"),
+def _effective_op() -> pl.Expr:
+    return (
         pl.when(pl.col("operation") == 6)
         .then(pl.col("indirect_op"))
         .otherwise(pl.col("operation"))
-        .alias("op"),
+        .alias("op")
+    )
+
+
+@cache
+def first_sights() -> pl.DataFrame:
+    """blkback's counters of each backend instance when the agent first saw it kicked."""
+    t = agent_tables(read_ringcap(capture()).agent)
+    return t.get(Kind.RING).filter(pl.col("reason") == RingReason.FIRST_SIGHT).sort("ns")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_guest_s_writes_and_reads_are_all_in_the_capture(scenario: str) -> None:
+    """Exact: for each disk, the guest's own count of writes it completed equals blkback's
+    write counter when the agent first saw the disk's backend plus the write requests
+    captured (full bytes) from that index on, over every backend instance the disk had;
+    reads likewise, plus the kernel's own reads at boot (a few, counted by blkback, not by
+    the workload). Indices of an instance the agent saw before its first response
+    (attach) are counted, not attributed to an operation: `slack`."""
+    s = all_streams()
+    req = mine(s.requests, scenario).with_columns(_effective_op())
+    for disk, counts in guest(scenario).items():
+        vdev = 51712 + 16 * (ord(disk[-1]) - ord("a"))
+        writes, reads, slack = 0, 0, 0
+        sights = first_sights().filter(
+            pl.col("domid").is_in(domids(scenario)) & (pl.col("vdev") == vdev)
+        )
+        assert sights.height >= 1
+        for sight in sights.iter_rows(named=True):
+            inst = req.filter(
+                (pl.col("domid") == sight["domid"])
+                & (pl.col("vdev") == vdev)
+                & (((pl.col("idx").cast(pl.Int64) - sight["req_cons"]) % (1 << 32)) < (1 << 31))
+            )
+            # a later instance of the same ring (rebind) re-counts from its own first sight
+            later = sights.filter(
+                (pl.col("domid") == sight["domid"]) & (pl.col("ns") > sight["ns"])
+            )
+            if later.height:
+                inst = inst.filter(pl.col("idx") < later["req_cons"].min())
+            first_idx = inst["idx"].min() if inst.height else sight["req_cons"]
+            slack += (first_idx - sight["req_cons"]) % (1 << 32)
+            writes += sight["st_wr_req"] + inst.filter(pl.col("op") == 1).height
+            reads += sight["st_rd_req"] + inst.filter(pl.col("op") == 0).height
+            assert inst["seen"].unique().to_list() in ([], ["full"])
+        assert 0 <= counts["writes"] - writes <= slack, (disk, counts, writes, slack)
+        boot_reads = reads - counts["verified_reads"]
+        assert -slack <= boot_reads <= 16, (disk, counts, reads, slack)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_blkback_s_counters_bound_what_was_captured(scenario: str) -> None:
+    """Bounded: the lab reads blkback's counters with one `cat` per file after stamping
+    the clock (~0.1 s each in the emulated dom0), so each counter lies between what the
+    capture had consumed at the stamp and what it had consumed two seconds later."""
+    req = mine(all_streams().requests, scenario).with_columns(
+        _effective_op(), pl.coalesce("consumed_ns", "ns").alias("t")
     )
     checked = 0
     for st in stats(scenario):
-        seen = first.filter(
+        sights = first_sights().filter(
             (pl.col("domid") == st["domid"])
             & (pl.col("vdev") == st["vdev"])
             & (pl.col("ns") < st["mono"])
-        ).sort("ns")
-        if seen.is_empty():
+        )
+        if sights.is_empty():
             continue
-        sight = seen.row(-1, named=True)  # the instance alive when the lab read its counters
-        mine = req.filter(
+        sight = sights.row(-1, named=True)  # the instance alive when the lab read it
+        inst = req.filter(
             (pl.col("domid") == st["domid"])
             & (pl.col("vdev") == st["vdev"])
             & (pl.col("t") >= sight["ns"])
-            & (pl.col("t") < st["mono"])
             & (((pl.col("idx").cast(pl.Int64) - sight["req_cons"]) % (1 << 32)) < (1 << 31))
         )
-        assert mine["seen"].unique().to_list() == ["full"]
-        for name in ("rd_req", "wr_req", "f_req", "ds_req"):
-            ops = [op for op, c in _COUNTER.items() if c == name]
-            n = mine.filter(pl.col("op").is_in(ops)).height
-            assert sight[f"st_{name}"] + n == st[name], (st, name, sight[f"st_{name}"], n)
+        for name, op in (("rd_req", 0), ("wr_req", 1)):
+            ops = inst.filter(pl.col("op") == op)
+            low = sight[f"st_{name}"] + ops.filter(pl.col("t") < st["mono"]).height
+            high = sight[f"st_{name}"] + ops.filter(pl.col("t") < st["mono"] + 2e9).height
+            assert low <= st[name] <= high + 3, (st, name, low, high)
         checked += 1
     assert checked >= 1
 

@@ -82,6 +82,7 @@ class LineDecoder:
     begin_ns: int | None = None
     end_ns: int | None = None
     _entries: dict[tuple[int, int], tuple[bytes, int]] = field(default_factory=dict)
+    _vdevs: dict[int, int] = field(default_factory=dict)  # ring address -> vdev
     _dumps: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     def feed(self, line: str) -> list[Record]:
@@ -97,17 +98,23 @@ class LineDecoder:
                 self.samples.append(line.rstrip()[:200])
             return []
 
-    def _ring_head(self, kind: Kind, f: list[str]) -> tuple[int, bytes]:
+    def _ring_head(self, kind: Kind, f: list[str], vdev_of: int | None = None) -> tuple[int, bytes]:
         ns, cpu, tid, ring, domid, vdev, queue, proto, nr_ents = f[1 : _RING_FIELDS + 1]
+        addr = int(ring, 16)
+        if vdev_of is not None:
+            self._vdevs[addr] = vdev_of
+        v = _u32(int(vdev))
+        if v == UNKNOWN_U32:
+            v = self._vdevs.get(addr, UNKNOWN_U32)
         head = _HEAD.pack(
             kind,
             int(proto) & 0xFF,
             _u16(int(domid)),
-            _u32(int(vdev)),
+            v,
             _u16(int(queue)),
             int(cpu) & 0xFFFF,
             int(tid) & 0xFFFFFFFF,
-            int(ring, 16),
+            addr,
             _u32(int(nr_ents)),
             0,
         )
@@ -146,7 +153,8 @@ class LineDecoder:
                 body = _BODY[kind].pack(*(int(x) for x in rest[:4]))
             return [(ns, head + body)]
         if tag == "R":
-            ns, head = self._ring_head(Kind.RING, f)
+            key = nodename_key(rest[11]) if len(rest) > 11 else None
+            ns, head = self._ring_head(Kind.RING, f, key[1] if key else None)
             pvt, cons, rprod, sprod, pages, reason = (int(x) for x in rest[:6])
             sring = int(rest[6], 16)
             counters = [int(x) for x in rest[7:11]]
@@ -200,7 +208,9 @@ class LineDecoder:
             ]
         if tag == "Q":
             ns, cpu, tid = int(f[1]), int(f[2]), int(f[3])
-            blkif, domid, vdev, ret = int(f[4], 16), int(f[5]), int(f[6]), int(f[7])
+            blkif, domid, ret = int(f[4], 16), int(f[5]), int(f[7])
+            dev = nodename_key(f[6])
+            vdev = dev[1] if dev else (int(f[6]) if f[6].isdigit() else UNKNOWN_U32)
             head = _HEAD.pack(
                 Kind.DISCONNECT_RET, 0, _u16(domid), _u32(vdev), UNKNOWN_U16, cpu, tid, blkif, 0, 0
             )

@@ -48,11 +48,16 @@ NOT_FOUND: Final = 0xFFFFFFFF
 # The fields every ring line starts with after "<kind> <ns> <cpu> <tid>":
 # ring address, domid, vdev, queue, protocol, nr_ents.
 _RING = (
-    "(uint64)$r, (uint64)$r->blkif->domid, (uint64)$r->blkif->vbd.handle, "
+    "(uint64)$r, (uint64)$r->blkif->domid, (uint64)0xffffffff, "
     "((uint64)$r - (uint64)$r->blkif->rings) / sizeof(struct xen_blkif_ring), "
     "(uint64)$r->blkif->blk_protocol, (uint64)$r->blk_rings.common.nr_ents"
 )
 _RING_FMT = "%llx %llu %llu %llu %llu %llu"
+# The vdev is blkif->vbd.handle, a blkif_vdev_t that bpftrace 0.17 cannot cast (a vmlinux
+# typedef seen through the module's split BTF; blkif->handle stays 0 on 6.1): ring lines
+# carry all ones there, and the rare RING lines name the backend device, whose node name
+# ends in the vdev; the decoder fills it in by ring (seen in the lab).
+_NODENAME = "str($r->blkif->be->dev->nodename)"
 _HEAD_FMT = "%llu %u %u"
 _HEAD = "nsecs, cpu, tid"
 _SLOT_FMT = " ".join(["%llx"] * SLOT_WORDS)
@@ -206,9 +211,9 @@ _COUNTERS = Probe(
 {{
   $r = (struct xen_blkif_ring *)arg1;
   @seen[(uint64)$r] = 1;
-  printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu\\n",
+  printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu %llu %s\\n",
     {_HEAD}, {_RING}, {_indices()}, (uint64)$r->blkif->nr_ring_pages, (uint64)3,
-    (uint64)$r->blk_rings.common.sring, {_counters()});
+    (uint64)$r->blk_rings.common.sring, {_counters()}, {_NODENAME});
 }}
 """,
     maps=("@seen",),
@@ -273,9 +278,9 @@ _BACKEND = Probe(
 # xen-blkback's functions, checked in the lab; return values come from kretprobes.)
 _R_LINE = (
     f'printf("R {_HEAD_FMT} {_RING_FMT} %llu %llu %llu %llu %llu %llu %llx %llu %llu %llu '
-    '%llu\\n",\n'
+    '%llu %s\\n",\n'
     f"        {_HEAD}, {_RING}, {_indices()}, (uint64)$b->nr_ring_pages, (uint64)1,\n"
-    f"        (uint64)$r->blk_rings.common.sring, {_counters()});"
+    f"        (uint64)$r->blk_rings.common.sring, {_counters()}, {_NODENAME});"
 )
 
 _CONNECT = Probe(
@@ -375,13 +380,13 @@ _DISCONNECT = Probe(
   $t = nsecs;
   $x = (struct xen_blkif *)arg0;
   @disc_b[tid] = (uint64)$x; @disc_d[tid] = (uint64)$x->domid;
-  @disc_v[tid] = (uint64)$x->vbd.handle;
+  @disc_v[tid] = str($x->be->dev->nodename);
   {_for_rings("$x", _D_LINE, queues=MAX_QUEUES)}
 }}
 kretprobe:xen_blkif_disconnect
 /@disc_b[tid] != 0/
 {{
-  printf("Q {_HEAD_FMT} %llx %llu %llu %lld\\n", {_HEAD}, @disc_b[tid], @disc_d[tid],
+  printf("Q {_HEAD_FMT} %llx %llu %s %lld\\n", {_HEAD}, @disc_b[tid], @disc_d[tid],
     @disc_v[tid], (int64)retval);
   delete(@disc_b[tid]); delete(@disc_d[tid]); delete(@disc_v[tid]);
 }}

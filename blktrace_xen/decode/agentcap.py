@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from blktrace_xen.structs.agentcap import BODY_FMT, HEAD_FMT, SLOT_BYTES, Kind
+from blktrace_xen.structs.agentcap import BODY_FMT, HEAD_FMT, SLOT_BYTES, UNKNOWN_U32, Kind
 
 _HEAD: Final = struct.Struct(HEAD_FMT)
 _HEAD_COLS: Final = (
@@ -156,7 +156,35 @@ def agent_tables(records: Sequence[tuple[int, bytes]], path: str = "") -> AgentT
         frames[kind] = pl.DataFrame(rs, schema=_schema(kind, cols), orient="row").sort(
             "ns", maintain_order=True
         )
-    return AgentTables(frames, bad, warnings)
+    return AgentTables(_fill_vdevs(frames), bad, warnings)
+
+
+def _fill_vdevs(frames: dict[Kind, pl.DataFrame]) -> dict[Kind, pl.DataFrame]:
+    """A ring's vdev on every record of it: only some probes can read it (its RING
+    records name the backend device); a ring address is one ring for its lifetime."""
+    known = pl.concat(
+        [f.select("ring", "vdev") for k, f in frames.items() if k != Kind.XENBUS and f.height]
+        or [pl.DataFrame(schema={"ring": pl.UInt64, "vdev": pl.UInt64})]
+    ).filter((pl.col("vdev") != UNKNOWN_U32) & (pl.col("ring") != 0))
+    by_ring = known.unique(subset=["ring"], keep="last")
+    if by_ring.height == 0:
+        return frames
+    out = {}
+    for kind, f in frames.items():
+        if kind == Kind.XENBUS or not (f["vdev"] == UNKNOWN_U32).any():
+            out[kind] = f
+            continue
+        out[kind] = (
+            f.join(by_ring.rename({"vdev": "_v"}), on="ring", how="left")
+            .with_columns(
+                pl.when(pl.col("vdev") == UNKNOWN_U32)
+                .then(pl.col("_v").fill_null(UNKNOWN_U32))
+                .otherwise(pl.col("vdev"))
+                .alias("vdev")
+            )
+            .drop("_v")
+        )
+    return out
 
 
 __all__ = ["AgentTables", "agent_tables"]
