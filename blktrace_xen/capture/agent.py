@@ -516,6 +516,8 @@ def _run(
         if now >= next_clock:
             _clock(writer, iface, tsc)
             writer.flush()
+            if raw is not None:
+                raw.flush()
             next_clock = now + _CLOCK_EVERY_S
         deadline = seconds is not None and attached_at is not None and now - attached_at >= seconds
         if attached_at is None and now - started > _ATTACH_TIMEOUT_S and not stop:

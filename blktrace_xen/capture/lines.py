@@ -218,6 +218,8 @@ class LineDecoder:
         if tag == "U":
             ns, head = self._ring_head(Kind.UNMAP, f)
             return [(ns, head + _BODY[Kind.UNMAP].pack(int(rest[0]), 0))]
+        if tag == "Attaching":  # bpftrace's own line before the probes load
+            return []
         if tag == "B" and len(f) == 2:
             self.begin_ns = int(f[1])
             return []

@@ -160,30 +160,38 @@ def agent_tables(records: Sequence[tuple[int, bytes]], path: str = "") -> AgentT
 
 
 def _fill_vdevs(frames: dict[Kind, pl.DataFrame]) -> dict[Kind, pl.DataFrame]:
-    """A ring's vdev on every record of it: only some probes can read it (its RING
-    records name the backend device); a ring address is one ring for its lifetime."""
-    known = pl.concat(
-        [f.select("ring", "vdev") for k, f in frames.items() if k != Kind.XENBUS and f.height]
-        or [pl.DataFrame(schema={"ring": pl.UInt64, "vdev": pl.UInt64})]
-    ).filter((pl.col("vdev") != UNKNOWN_U32) & (pl.col("ring") != 0))
-    by_ring = known.unique(subset=["ring"], keep="last")
-    if by_ring.height == 0:
+    """A ring's vdev on the records before the agent first read it.
+
+    Only RING records carry it (the backend device's node name); the line decoder
+    copies it onto the ring's later records, and here a ring's earlier records take it
+    from the ring's next RING record (a kernel address is reused by later rings, so the
+    nearest one in time, never a global last).
+    """
+    rings = frames.get(Kind.RING)
+    if rings is None or rings.height == 0:
         return frames
+    known = (
+        rings.filter(pl.col("vdev") != UNKNOWN_U32)
+        .select("ring", "ns", pl.col("vdev").alias("_v"))
+        .sort("ns")
+    )
     out = {}
     for kind, f in frames.items():
         if kind == Kind.XENBUS or not (f["vdev"] == UNKNOWN_U32).any():
             out[kind] = f
             continue
-        out[kind] = (
-            f.join(by_ring.rename({"vdev": "_v"}), on="ring", how="left")
-            .with_columns(
-                pl.when(pl.col("vdev") == UNKNOWN_U32)
-                .then(pl.col("_v").fill_null(UNKNOWN_U32))
-                .otherwise(pl.col("vdev"))
-                .alias("vdev")
-            )
-            .drop("_v")
+        filled = (
+            f.with_row_index("_row")
+            .sort("ns")
+            .join_asof(known, on="ns", by="ring", strategy="forward", check_sortedness=False)
+            .sort("_row")
         )
+        out[kind] = filled.with_columns(
+            pl.when(pl.col("vdev") == UNKNOWN_U32)
+            .then(pl.col("_v").fill_null(UNKNOWN_U32))
+            .otherwise(pl.col("vdev"))
+            .alias("vdev")
+        ).drop("_v", "_row")
     return out
 
 

@@ -318,27 +318,30 @@ def _decode_requests(rows: pl.DataFrame, abis: dict[int, str]) -> pl.DataFrame:
 
 
 def _observations(t: AgentTables) -> pl.DataFrame:
-    """Every sight of a ring's shared req_prod: (key, ns, req_prod)."""
+    """Every sight of a ring's shared req_prod: (ring address, epoch, ns, req_prod)."""
     frames = [
-        t.get(k).select(*RING, "ns", "req_prod")
+        t.get(k).select("ring", "ns", "req_prod")
         for k in (Kind.RSP_ENTRY, Kind.CONSUME, Kind.NOTIFY, Kind.RING, Kind.DISCONNECT)
     ]
-    return pl.concat(frames).sort("ns", maintain_order=True)
+    obs = pl.concat(frames).sort("ns", maintain_order=True)
+    return obs.with_columns(_epochs(t, obs, "ns"))
 
 
-def _first_seen(obs: pl.DataFrame, reqs: pl.DataFrame) -> pl.Series:
-    """Per request: the first sight of req_prod past its index in its ring's current epoch.
+def _first_seen(t: AgentTables, reqs: pl.DataFrame) -> pl.Series:
+    """Per request: the first sight of req_prod past its index, on its ring in its epoch.
 
-    An epoch ends where req_prod moves back (the ring was started afresh); the
-    request belongs to the epoch of its answer (or its disconnect dump). Within
-    an epoch req_prod only moves forward, so it is unwrapped to 64 bits there.
+    Sights from several CPUs interleave and a read may be a little stale, so within an
+    epoch req_prod is unwrapped by signed steps and its running maximum searched.
     """
     out = np.full(reqs.height, -1, np.int64)
+    obs = _observations(t)
     if reqs.height and obs.height:
-        by_ring = dict(obs.partition_by(RING, as_dict=True, maintain_order=True).items())
-        indexed = reqs.with_row_index("_row")
-        for key, part in indexed.partition_by(RING, as_dict=True, maintain_order=True).items():
-            o = by_ring.get(key)
+        when = reqs.select(pl.coalesce("answered_ns", "dump_ns").alias("w"), "ring")
+        epochs = _epochs(t, when, "w")
+        indexed = reqs.with_columns(epochs, when["w"]).with_row_index("_row")
+        groups = dict(obs.partition_by(["ring", "epoch"], as_dict=True).items())
+        for key, part in indexed.partition_by(["ring", "epoch"], as_dict=True).items():
+            o = groups.get(key)
             if o is not None:
                 _first_seen_ring(o, part, out)
     return pl.Series("ns", out).set(pl.Series(out < 0), None)
@@ -347,24 +350,18 @@ def _first_seen(obs: pl.DataFrame, reqs: pl.DataFrame) -> pl.Series:
 def _first_seen_ring(o: pl.DataFrame, part: pl.DataFrame, out: np.ndarray[Any, Any]) -> None:
     ons = o["ns"].to_numpy()
     p = o["req_prod"].to_numpy().astype(np.int64)
-    back = ((p[1:] - p[:-1]) % _U32) >= _HALF
-    epoch = np.concatenate([[0], np.cumsum(back)])
-    when = part["answered_ns"].fill_null(part["dump_ns"]).to_numpy()
+    step = (p[1:] - p[:-1] + _HALF) % _U32 - _HALF
+    u = np.maximum.accumulate(p[0] + np.concatenate([[0], np.cumsum(step)]))
     idx = part["idx"].to_numpy().astype(np.int64)
+    when = part["w"].to_numpy()
     rows = part["_row"].to_numpy()
-    at = np.clip(np.searchsorted(ons, when, side="right") - 1, 0, len(ons) - 1)
-    for e in np.unique(epoch[at]):
-        sel = epoch[at] == e
-        in_e = np.flatnonzero(epoch == e)
-        pe = p[in_e]
-        u = pe[0] + np.concatenate([[0], np.cumsum((pe[1:] - pe[:-1]) % _U32)])
-        j = np.searchsorted(ons[in_e], when[sel], side="right").clip(1, len(in_e)) - 1
-        ref = u[j]
-        # the unwrapped req_prod that first includes the request's index
-        target = ref - ((ref % _U32 - idx[sel]) % _U32) + 1
-        first = np.searchsorted(u, target, side="left")
-        ok = first < len(in_e)
-        out[rows[sel][ok]] = ons[in_e][first[ok]]
+    j = np.searchsorted(ons, when, side="right").clip(1, len(ons)) - 1
+    ref = u[j]
+    # the unwrapped req_prod that first includes the request's index
+    target = ref - ((ref % _U32 - idx) % _U32) + 1
+    first = np.searchsorted(u, target, side="left")
+    ok = first < len(ons)
+    out[rows[ok]] = ons[first[ok]]
 
 
 def _consumed(t: AgentTables, reqs: pl.DataFrame) -> pl.Series:
@@ -557,9 +554,11 @@ def agent_parts(
     requests = pl.DataFrame()
     if rows.height:
         rows = rows.with_columns(
-            _first_seen(_observations(t), rows).alias("ns"),
+            _first_seen(t, rows).alias("ns"),
             _consumed(t, rows).alias("consumed_ns"),
         )
+        # a consume is a sight too (and clocks can tie): the first of the two
+        rows = rows.with_columns(pl.min_horizontal("ns", "consumed_ns").alias("ns"))
         rows = rows.with_columns(
             pl.col("ns")
             .fill_null(pl.col("consumed_ns"))
