@@ -8,6 +8,7 @@ nobody here wrote those bytes or those counts.
 from __future__ import annotations
 
 import lzma
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -40,8 +41,10 @@ def capture() -> Path:
     out = Path(__file__).resolve().parents[1] / ".pytest_cache" / "realxen-agent"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "agent.pcapng"
-    if not path.exists():
-        path.write_bytes(lzma.decompress((DATA / "agent.pcapng.xz").read_bytes()))
+    if not path.exists():  # xdist workers may race here: each writes its own, then renames
+        tmp = out / f"agent.{os.getpid()}.tmp"
+        tmp.write_bytes(lzma.decompress((DATA / "agent.pcapng.xz").read_bytes()))
+        os.replace(tmp, path)
     return path
 
 
