@@ -365,17 +365,18 @@ def _first_seen_ring(o: pl.DataFrame, part: pl.DataFrame, out: np.ndarray[Any, A
 
 
 def _consumed(t: AgentTables, reqs: pl.DataFrame) -> pl.Series:
+    """Per request: its consume, on its ring in its epoch (ring addresses are reused)."""
+    cons = t.get(Kind.CONSUME).select(
+        "ring", ((pl.col("req_cons") - 1) % _U32).alias("idx"), pl.col("ns").alias("consumed_ns")
+    )
     cons = (
-        t.get(Kind.CONSUME)
-        .select(
-            "ring",
-            ((pl.col("req_cons") - 1) % _U32).alias("idx"),
-            pl.col("ns").alias("consumed_ns"),
-        )
-        .group_by(["ring", "idx"])
+        cons.with_columns(_epochs(t, cons, "consumed_ns"))
+        .group_by(["ring", "epoch", "idx"])
         .agg(pl.col("consumed_ns").min())
     )
-    return reqs.select("ring", "idx").join(cons, on=["ring", "idx"], how="left")["consumed_ns"]
+    when = reqs.select("ring", "idx", pl.coalesce("answered_ns", "dump_ns").alias("w"))
+    when = when.with_columns(_epochs(t, when, "w"))
+    return when.join(cons, on=["ring", "epoch", "idx"], how="left")["consumed_ns"]
 
 
 def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
