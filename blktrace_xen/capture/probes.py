@@ -297,38 +297,39 @@ _CONNECT = Probe(
 """,
 )
 
-_PROBE = Probe(
-    name="probe",
-    function="xen_blkbk_probe",
-    module=MODULE,
-    required=False,
-    records="a backend device created (and whether by a sysfs bind)",
-    lost_without="backend creation and binds",
-    text=f"""kprobe:xen_blkbk_probe
-{{
-  $d = (struct xenbus_device *)arg0;
-  printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)$d->otherend_id,
-    str($d->nodename), (uint64)2, (uint64)255, (uint64)255,
-    {_FLAGS});
-}}
-""",
-)
 
-_REMOVE = Probe(
-    name="remove",
-    function="xen_blkbk_remove",
-    module=MODULE,
-    required=False,
-    records="a backend device removed (and whether by a sysfs unbind)",
-    lost_without="backend removal and unbinds",
-    text=f"""kprobe:xen_blkbk_remove
+def _device_probe(name: str, function: str, event: int, records: str, lost: str) -> Probe:
+    """A backend device's probe or removal (XENBUS record ``event``), with its node name."""
+    return Probe(
+        name=name,
+        function=function,
+        module=MODULE,
+        required=False,
+        records=records,
+        lost_without=lost,
+        text=f"""kprobe:{function}
 {{
   $d = (struct xenbus_device *)arg0;
   printf("P {_HEAD_FMT} %lld %s %llu %llu %llu %llu\\n", {_HEAD}, (int64)$d->otherend_id,
-    str($d->nodename), (uint64)3, (uint64)255, (uint64)255,
-    {_FLAGS});
+    str($d->nodename), (uint64){event}, (uint64)255, (uint64)255, {_FLAGS});
 }}
 """,
+    )
+
+
+_PROBE = _device_probe(
+    "probe",
+    "xen_blkbk_probe",
+    2,
+    "a backend device created (and whether by a sysfs bind)",
+    "backend creation and binds",
+)
+_REMOVE = _device_probe(
+    "remove",
+    "xen_blkbk_remove",
+    3,
+    "a backend device removed (and whether by a sysfs unbind)",
+    "backend removal and unbinds",
 )
 
 # The sysfs bind/unbind handlers run the driver's probe/remove synchronously in
