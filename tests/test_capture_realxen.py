@@ -270,6 +270,17 @@ def test_replay_of_the_rebind_breaks_the_init_logic_only() -> None:
     assert not attach.fails, [v.invariant for v in attach.violations]
 
 
+def test_replay_of_the_whole_run_flags_only_the_rebind() -> None:
+    """All six domains of the run replayed together: the five other scenarios' rings give
+    no violation under either logic (no cry of wolf), the rebind ring halts under init."""
+    result = replay(all_streams(), ["blkback-rebind-init", "blkback-rebind-attach"])
+    init, attach = result.verdicts
+    assert [(v.ring[0], v.invariant) for v in init.violations] == [
+        (domids("rebind")[0], "backend-halted")
+    ]
+    assert not attach.fails, [v.invariant for v in attach.violations]
+
+
 def test_saverestore_ends_the_old_ring_and_starts_the_new_domain_s() -> None:
     assert len(domids("saverestore")) == 2
     old, new = domids("saverestore")
