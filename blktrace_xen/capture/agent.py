@@ -55,8 +55,10 @@ _TRACING: Final = ("kernel/tracing", "kernel/debug/tracing")
 _LOST_RE: Final = re.compile(r"Lost (\d+) events")
 _ATTACH_RE: Final = re.compile(r"^Attaching (\d+) probes?")
 _CLOCK_EVERY_S: Final = 1.0
-_ATTACH_TIMEOUT_S: Final = 300.0  # bpftrace compiles slowly on a loaded or emulated dom0
-_MIN_KERNEL: Final = (5, 11)  # kfunc on module functions needs module BTF (5.11)
+# bpftrace compiles in seconds on hardware, ~4 minutes in the lab's emulated dom0 and
+# longer when the guests load it; past this the start is taken as hung.
+_ATTACH_TIMEOUT_S: Final = 900.0
+_MIN_KERNEL: Final = (5, 11)  # casts to xen-blkback's types need module BTF (5.11)
 # bpftrace's per-CPU buffer, in pages: the default (64) overflows in bursts.
 _PERF_RB_PAGES: Final = "1024"
 _HEAD_LEN: Final = 32
