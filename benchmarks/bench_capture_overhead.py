@@ -3,9 +3,9 @@
 usage: python benchmarks/bench_capture_overhead.py OUT [OUT ...]
 
 Each OUT is a realxen lab run's ``share/out`` folder of ``CONFIG=lab/config-overhead.sh``
-(nopersist at the usual rate, then steady with blkload at rate=0: as fast as the emulated
+(detach at the usual rate, then steady with blkload at rate=0: as fast as the emulated
 host goes), made with ``EXTRA=lab/agent`` or without it; alternate them for several
-rounds. With the agent, bpftrace compiles during nopersist, so it is attached before the
+rounds. With the agent, bpftrace compiles during detach, so it is attached before the
 steady domain starts (checked: the capture holds the steady ring's connect). The rate
 is blkback's own request counters over CLOCK_MONOTONIC from steady's ``connected`` to
 its ``before-shutdown`` step (vbd-state.txt), the same window in both kinds of run.
@@ -56,7 +56,7 @@ def rate(out: Path) -> tuple[bool, float, int | None]:
     text = (out / "steady" / "vbd-state.txt").read_text()
     steps = _steps(out / "steady" / "vbd-state.txt")
     start, end = steps["connected"], steps["before-shutdown"]
-    cap = out / "nopersist" / "agent.pcapng"
+    cap = out / "detach" / "agent.pcapng"
     lost = None
     if cap.exists():
         m = re.search(r" domid=(\d+) ", text)
