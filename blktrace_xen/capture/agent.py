@@ -17,6 +17,7 @@ import platform
 import re
 import selectors
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -61,7 +62,8 @@ _ATTACH_TIMEOUT_S: Final = 900.0
 _MIN_KERNEL: Final = (5, 11)  # casts to xen-blkback's types need module BTF (5.11)
 # bpftrace's per-CPU buffer, in pages: the default (64) overflows in bursts.
 _PERF_RB_PAGES: Final = "1024"
-_HEAD_LEN: Final = 32
+_RING_BODY: Final = struct.Struct(BODY_FMT[Kind.RING])
+_RING_REASON: Final = 5  # rsp_prod_pvt, req_cons, req_prod, rsp_prod, nr_ring_pages, reason
 
 
 @dataclass(slots=True)
@@ -168,22 +170,17 @@ def check_domain(domain: int) -> None:
     )
 
 
+_HEAD = struct.Struct(HEAD_FMT)
+
+
+def _pack(kind: Kind, *values: int, text: str = "") -> bytes:
+    """A record the agent writes itself (no ring): its head, body and text."""
+    head = _HEAD.pack(kind, 0, UNKNOWN_U16, UNKNOWN_U32, UNKNOWN_U16, 0, os.getpid(), 0, 0, 0)
+    return head + struct.pack(BODY_FMT[kind], *values) + text.encode()
+
+
 def _pack_agent(what: AgentWhat, text: str) -> bytes:
-    import struct
-
-    head = struct.pack(
-        HEAD_FMT, Kind.AGENT, 0, UNKNOWN_U16, UNKNOWN_U32, UNKNOWN_U16, 0, os.getpid(), 0, 0, 0
-    )
-    return head + struct.pack(BODY_FMT[Kind.AGENT], what, 0) + text.encode()
-
-
-def _pack_simple(kind: Kind, *values: int) -> bytes:
-    import struct
-
-    head = struct.pack(
-        HEAD_FMT, kind, 0, UNKNOWN_U16, UNKNOWN_U32, UNKNOWN_U16, 0, os.getpid(), 0, 0, 0
-    )
-    return head + struct.pack(BODY_FMT[kind], *values)
+    return _pack(Kind.AGENT, what, 0, text=text)
 
 
 def backend_counters() -> str:
@@ -209,8 +206,7 @@ class _Filter:
     def keep(self, record: bytes) -> bool:
         if self.domain is None and self.vbd is None:
             return True
-        domid = int.from_bytes(record[2:4], "little")
-        vdev = int.from_bytes(record[4:8], "little")
+        _, _, domid, vdev, *_ = _HEAD.unpack_from(record)
         if self.domain is not None and domid not in (self.domain, UNKNOWN_U16):
             return False
         return self.vbd is None or vdev in (self.vbd, UNKNOWN_U32)
@@ -242,23 +238,14 @@ class _Sink:
                 continue
             self.writer.write_agent(self.iface, ns, rec)
             self.stats.records += 1
-            kind = rec[0]
+            kind, _, domid, vdev, queue, _, _, ring, *_ = _HEAD.unpack_from(rec)
             if kind in (Kind.RSP_ENTRY, Kind.RING, Kind.CONSUME):
-                key = (
-                    int.from_bytes(rec[2:4], "little"),
-                    int.from_bytes(rec[4:8], "little"),
-                    int.from_bytes(rec[8:10], "little"),
-                )
-                self.stats.rings.add(key)
+                self.stats.rings.add((domid, vdev, queue))
                 if kind == Kind.RING and self.xenstore is not None:
-                    reason = int.from_bytes(rec[_HEAD_LEN + 20 : _HEAD_LEN + 24], "little")
-                    ring = int.from_bytes(rec[16:24], "little")
-                    if (
-                        reason == RingReason.CONNECT
-                        and (key[0], key[1], ring) not in self._connected
-                    ):
-                        self._connected.add((key[0], key[1], ring))
-                        self._xenstore(ns, key[0], key[1])
+                    reason = _RING_BODY.unpack_from(rec, _HEAD.size)[_RING_REASON]
+                    if reason == RingReason.CONNECT and (domid, vdev, ring) not in self._connected:
+                        self._connected.add((domid, vdev, ring))
+                        self._xenstore(ns, domid, vdev)
 
     def _xenstore(self, ns: int, domid: int, vdev: int) -> None:
         assert self.xenstore is not None and self.xs_iface is not None
@@ -470,7 +457,7 @@ def _without_failed(attempt: tuple[Probe, ...], error: str) -> tuple[Probe, ...]
 def _clock(writer: RingcapWriter, iface: int, tsc: TscReader) -> None:
     if tsc.available:
         t, real, before, after = tsc.pair()
-        writer.write_agent(iface, after, _pack_simple(Kind.CLOCK, t, real, before, after))
+        writer.write_agent(iface, after, _pack(Kind.CLOCK, t, real, before, after))
 
 
 def _run(
@@ -541,7 +528,7 @@ def _run(
                 if lost:
                     n = int(lost.group(1))
                     stats.lost += n
-                    writer.write_agent(iface, time.monotonic_ns(), _pack_simple(Kind.LOST, n))
+                    writer.write_agent(iface, time.monotonic_ns(), _pack(Kind.LOST, n))
                     continue
                 if name == "err":
                     if line.strip():

@@ -16,7 +16,6 @@ from typing import Final
 from blktrace_xen.structs.agentcap import (
     BODY_FMT,
     HEAD_FMT,
-    SLOT_BYTES,
     UNKNOWN_U16,
     UNKNOWN_U32,
     Kind,
@@ -229,9 +228,4 @@ class LineDecoder:
         raise ValueError(f"unknown line kind {tag!r}")
 
 
-def slot_bytes(record: bytes) -> bytes:
-    """The slot bytes at the end of a RSP_ENTRY or SLOT record."""
-    return record[-SLOT_BYTES:]
-
-
-__all__ = ["LineDecoder", "Record", "frontend_key", "nodename_key", "slot_bytes"]
+__all__ = ["LineDecoder", "Record", "frontend_key", "nodename_key"]

@@ -436,7 +436,7 @@ def traceable(available: set[str], probe: Probe) -> bool:
 def probe_at_line(probes: tuple[Probe, ...], line: int) -> Probe | None:
     """The probe whose text holds ``line`` (1-based) of ``program(probes)``: bpftrace errors
     name a line, so a program refused there can go on without that probe."""
-    at = program_header_lines()
+    at = _HEADER.count("\n")
     for p in PROBES:
         if p not in probes:
             continue
@@ -445,10 +445,6 @@ def probe_at_line(probes: tuple[Probe, ...], line: int) -> Probe | None:
             return p
         at += n
     return None
-
-
-def program_header_lines() -> int:
-    return _HEADER.count("\n")
 
 
 _HEADER: Final = (

@@ -49,7 +49,7 @@ def _abi_map(description: str) -> dict[int, str]:
     return _ABI_NATIVE_ARM if "machine=aarch64" in description else _ABI
 
 
-def _key_cols(frame: pl.DataFrame) -> list[pl.Expr]:
+def _key_cols() -> list[pl.Expr]:
     return [
         pl.col("domid").cast(pl.UInt16),
         pl.col("vdev").cast(pl.UInt32),
@@ -443,7 +443,7 @@ def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
     if rings.height:
         parts.append(
             rings.select(
-                *_key_cols(rings),
+                *_key_cols(),
                 "ns",
                 pl.lit("ring_map").alias("kind"),
                 pl.lit("back").alias("side"),
@@ -467,7 +467,7 @@ def _control(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
     if disc.height:
         parts.append(
             disc.select(
-                *_key_cols(disc),
+                *_key_cols(),
                 "ns",
                 pl.lit("disconnect_request").alias("kind"),
                 pl.lit("back").alias("side"),
@@ -511,7 +511,7 @@ def _rings(t: AgentTables, abis: dict[int, str]) -> pl.DataFrame:
     all_ = pl.concat(frames).sort("ns").unique(subset=RING, keep="last", maintain_order=True)
     return schema.conform(
         all_.select(
-            *_key_cols(all_),
+            *_key_cols(),
             pl.col("protocol")
             .replace_strict(abis, default=None, return_dtype=pl.String)
             .alias("abi"),
@@ -531,7 +531,7 @@ def agent_parts(
     points = tsc_of(t.get(Kind.CLOCK))
     rsp = _responses(t)
     responses = rsp.select(
-        *_key_cols(rsp),
+        *_key_cols(),
         pl.lit(0, pl.UInt32).alias("session"),
         pl.col("rsp_ns").alias("ns"),
         pl.lit(None, pl.Int64).alias("consumed_ns"),
@@ -567,7 +567,7 @@ def agent_parts(
             .fill_null(pl.col("dump_ns"))
         )
         requests = rows.select(
-            *_key_cols(rows),
+            *_key_cols(),
             pl.lit(0, pl.UInt32).alias("session"),
             "ns",
             "consumed_ns",
